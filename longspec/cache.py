@@ -1,0 +1,151 @@
+"""The target's KV cache: static buffers written by position, a committed length per row."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from longspec.attention.base import Prefix
+
+
+class KVCache:
+    """Preallocated keys/values of every layer for prompt + generation budget.
+
+    Slots [0, lengths[b]) of row b hold committed tokens. Tokens in flight (a proposal
+    being verified) are written after them at ``lengths + i``; ``commit_path`` then moves
+    the accepted ones into place and advances the lengths.
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch: int,
+        n_kv_heads: int,
+        capacity: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ):
+        shape = (n_layers, batch, n_kv_heads, capacity, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, Hkv, S, D)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.lengths = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+    def prefix(
+        self, layer: int, keep: Tensor | None = None, lengths: Tensor | None = None
+    ) -> Prefix:
+        """The committed part of ``layer`` as an attention prefix."""
+        lengths = self.lengths if lengths is None else lengths
+        return Prefix(self.k[layer], self.v[layer], lengths, keep)
+
+    def write(self, layer: int, k_new: Tensor, v_new: Tensor, start: Tensor) -> None:
+        """Store k/v_new (B, Hkv, T, D) at slots start[b] + t of each row."""
+        n_new = k_new.shape[2]
+        if n_new == 0:
+            return
+        slots = start[:, None] + torch.arange(n_new, device=start.device)  # (B, T)
+        if int(slots.max()) >= self.capacity:
+            raise RuntimeError(
+                f"KV cache overflow: slot {int(slots.max())} >= capacity {self.capacity}"
+            )
+        rows = torch.arange(k_new.shape[0], device=start.device)[:, None].expand_as(slots)
+        # Advanced indices (rows, slots) go first: the target view is (B, T, Hkv, D).
+        self.k[layer][rows, :, slots] = k_new.transpose(1, 2)
+        self.v[layer][rows, :, slots] = v_new.transpose(1, 2)
+
+    def commit(self, n: Tensor) -> None:
+        """Advance each row's committed length by n (B,) tokens written in place."""
+        self.lengths += n
+
+    def commit_path(self, path: Tensor, n_keep: Tensor) -> None:
+        """Keep the in-flight tokens ``path`` (B, P) (offsets after each row's length).
+
+        Row b keeps path[b, :n_keep[b]] in that order; their keys/values move (all layers at
+        once) to slots lengths[b] + [0, n_keep[b]) and the length advances by n_keep[b].
+        """
+        rows = torch.arange(path.shape[0], device=path.device)[:, None]  # (B, 1)
+        src = self.lengths[:, None] + path  # (B, P)
+        dst = self.lengths[:, None] + torch.arange(path.shape[1], device=path.device)  # (B, P)
+        # Gather everything before writing, so overlapping source/destination slots are safe.
+        k_moved = self.k[:, rows, :, src]  # (L, B, P, Hkv, D)
+        v_moved = self.v[:, rows, :, src]
+        self.k[:, rows, :, dst] = k_moved
+        self.v[:, rows, :, dst] = v_moved
+        self.lengths += n_keep
+
+
+class DraftCache:
+    """Constant-size self-attention cache of the GLIDE draft.
+
+    ``ring`` holds the keys/values of committed tokens at slot ``position % capacity``
+    (rotary already applied, so slot order does not matter); only the last ``window``
+    positions are ever read, and capacity = window + the most tokens absorbed at once, so
+    an absorb never overwrites a key that a query of the same absorb still needs.
+    ``pending`` holds the proposal nodes of the current round (root first).
+    """
+
+    def __init__(
+        self,
+        batch: int,
+        n_kv_heads: int,
+        head_dim: int,
+        window: int,
+        max_absorb: int,
+        max_pending: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ):
+        self.window = window
+        cap = window + max_absorb
+        self.ring_k = torch.zeros(batch, n_kv_heads, cap, head_dim, dtype=dtype, device=device)
+        self.ring_v = torch.zeros_like(self.ring_k)  # (B, Hkv, C, D)
+        self.ring_pos = torch.full((batch, cap), -1, dtype=torch.long, device=device)  # (B, C)
+        shape = (batch, n_kv_heads, max_pending, head_dim)
+        self.pend_k = torch.zeros(shape, dtype=dtype, device=device)  # (B, Hkv, P, D)
+        self.pend_v = torch.zeros(shape, dtype=dtype, device=device)
+        self.n_pending = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.ring_pos.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        tensors = (self.ring_k, self.ring_v, self.ring_pos, self.pend_k, self.pend_v)
+        return sum(t.nbytes for t in tensors)
+
+    def absorb(self, k: Tensor, v: Tensor, positions: Tensor, valid: Tensor) -> None:
+        """Store committed k/v (B, Hkv, T, D) at positions (B, T) where valid (B, T)."""
+        if k.shape[2] > self.capacity - self.window:
+            k, v = k[:, :, -self.window :], v[:, :, -self.window :]  # older keys never read
+            positions, valid = positions[:, -self.window :], valid[:, -self.window :]
+        rows, cols = valid.nonzero(as_tuple=True)  # (M,), (M,)
+        slots = positions[rows, cols] % self.capacity  # (M,)
+        self.ring_k[rows, :, slots] = k[rows, :, cols]  # (M, Hkv, D)
+        self.ring_v[rows, :, slots] = v[rows, :, cols]
+        self.ring_pos[rows, slots] = positions[rows, cols]
+
+    def ring_visible(self, positions: Tensor) -> Tensor:
+        """(B, T, C) bool: ring slots inside each query's window (p - window, p)."""
+        kpos = self.ring_pos[:, None, :]  # (B, 1, C)
+        qpos = positions[:, :, None]  # (B, T, 1)
+        return (kpos >= 0) & (kpos < qpos) & (kpos > qpos - self.window)
+
+    def clear_pending(self) -> None:
+        self.n_pending = 0
+
+    def push_pending(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append proposal nodes' k/v (B, Hkv, T, D); return all pending (B, Hkv, P+T, D)."""
+        end = self.n_pending + k.shape[2]
+        self.pend_k[:, :, self.n_pending : end] = k
+        self.pend_v[:, :, self.n_pending : end] = v
+        self.n_pending = end
+        return self.pend_k[:, :, :end], self.pend_v[:, :, :end]

@@ -1,0 +1,40 @@
+"""Structured config schema (validated by Hydra/OmegaConf) and value checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    """Top-level settings; the groups (model, decode, data, attention, logger) are free-form
+    dicts with a ``_target_`` where a component is swappable."""
+
+    model: Any = None
+    decode: Any = None
+    data: Any = None
+    attention: Any = None
+    logger: Any = None
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 1
+    warmup: bool = True
+    baseline: Any = None  # a decode config to time on the same prompts (speedup), or null
+    resume: bool = False
+    trust_remote_code: bool = False
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)

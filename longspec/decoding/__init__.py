@@ -1,0 +1,1 @@
+"""One decode loop; strategies differ in how they propose and verify."""

@@ -1,0 +1,149 @@
+"""LongSpec decoding with the GLIDE draft: beam trees (``tree``) and chains (``seq``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from longspec.decoding.proposal import Proposal
+from longspec.decoding.state import DecodeState
+from longspec.decoding.strategy import LoopStrategy, accept_proposal
+from longspec.models.draft import GlideDraft
+from longspec.models.glide import GlideLayer
+from longspec.models.target import TargetModel
+from longspec.tree import TreeShape, ancestor_mask
+from longspec.verify import Acceptance
+
+
+class _GlideBase(LoopStrategy):
+    """Keeps the draft's constant-size cache in step with the committed tokens."""
+
+    needs_draft = True
+    max_nodes = 0
+
+    def __init__(self, draft: GlideLayer, window: int = 512):
+        self.layer = draft
+        self.window = window
+
+    def setup(self, target: TargetModel, batch: int) -> None:
+        self.draft = GlideDraft(self.layer, target, target.attention, self.window)
+        depth = max(self.max_depth, 1)
+        self.dcache = self.draft.new_cache(batch, depth + 1, self.max_nodes + 1)
+
+    @property
+    def max_depth(self) -> int:
+        raise NotImplementedError
+
+    def absorb_prompt(self, state: DecodeState, ids: Tensor, lengths: Tensor) -> None:
+        positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)  # (B, T)
+        valid = positions < lengths[:, None]
+        self.draft.absorb(self.dcache, ids, positions, valid)
+
+    def absorb_committed(
+        self, state: DecodeState, kept: Tensor, base: Tensor, n_keep: Tensor
+    ) -> None:
+        offsets = torch.arange(kept.shape[1], device=kept.device)  # (P,)
+        valid = offsets[None, :] < n_keep[:, None]  # (B, P)
+        self.draft.absorb(self.dcache, kept, base[:, None] + offsets, valid)
+
+    def _root_logits(self, state: DecodeState) -> Tensor:
+        """Start a round: the root alone in the pending set; its draft logits (B, V)."""
+        self.dcache.clear_pending()
+        root = state.root[:, None]  # (B, 1)
+        sees_self = torch.ones(root.shape[0], 1, 1, dtype=torch.bool, device=root.device)
+        pos = state.cache.lengths[:, None]  # (B, 1) the root sits right after the prefix
+        return self.draft.step(self.dcache, state.cache, root, pos, sees_self)[:, -1]
+
+
+class TreeDecoding(_GlideBase):
+    """Beam tree: level l keeps the top-k_l (parent log-prob + token log-prob) children."""
+
+    def __init__(self, draft: GlideLayer, tree_shape: Sequence[int], window: int = 512):
+        super().__init__(draft, window)
+        self.shape = TreeShape(tuple(tree_shape))
+        self.max_nodes = self.shape.num_nodes
+
+    @property
+    def max_depth(self) -> int:
+        return self.shape.depth
+
+    def propose(self, state: DecodeState) -> Proposal:
+        logits = self._root_logits(state)[:, None]  # (B, 1, V)
+        batch, device = logits.shape[0], logits.device
+        tokens = [state.root[:, None]]
+        parents = [torch.full((batch, 1), -1, dtype=torch.long, device=device)]
+        scores = torch.zeros(batch, 1, device=device)  # cumulative draft log-prob per node
+        level_start = 0
+        for level, width in enumerate(self.shape.levels):
+            logp = scores[:, :, None] + torch.log_softmax(logits.float(), -1)  # (B, n, V)
+            top = logp.flatten(1).topk(width, dim=-1)  # over all (parent, token) pairs
+            vocab = logp.shape[-1]
+            tokens.append(top.indices % vocab)  # (B, k)
+            parents.append(level_start + top.indices // vocab)
+            scores = top.values
+            level_start = sum(t.shape[1] for t in tokens[:-1])
+            if level + 1 < self.shape.depth:
+                mask = ancestor_mask(torch.cat(parents, 1))[:, -width:]  # (B, k, n_all)
+                pos = state.cache.lengths[:, None] + level + 1  # (B, 1)
+                logits = self.draft.step(
+                    self.dcache, state.cache, tokens[-1], pos.expand(-1, width), mask
+                )
+        parents_t = torch.cat(parents, 1)  # (B, N+1)
+        return Proposal(
+            tokens=torch.cat(tokens, 1),
+            parents=parents_t,
+            depths=self.shape.depths.to(device).expand(batch, -1),
+            mask=ancestor_mask(parents_t),
+        )
+
+    def accept(self, prop: Proposal, logits: Tensor, state: DecodeState) -> Acceptance:
+        return accept_proposal(prop, logits, state, sampled_chain=False)
+
+
+class ChainDecoding(_GlideBase):
+    """Chain of gamma draft tokens: argmax when greedy, sampled from q otherwise."""
+
+    def __init__(self, draft: GlideLayer, gamma: int = 4, window: int = 512):
+        super().__init__(draft, window)
+        if gamma <= 0:
+            raise ValueError(f"decode.gamma must be a positive integer, got {gamma}")
+        self.gamma = gamma
+        self.max_nodes = gamma
+
+    @property
+    def max_depth(self) -> int:
+        return self.gamma
+
+    def propose(self, state: DecodeState) -> Proposal:
+        logits = self._root_logits(state)  # (B, V)
+        batch, device = logits.shape[0], logits.device
+        tokens, qs = [state.root], []
+        for i in range(self.gamma):
+            if not state.gen.greedy:
+                qs.append(state.gen.probs(logits))  # (B, V)
+            tokens.append(state.gen.pick(logits, state.generator))
+            if i + 1 < self.gamma:
+                sees = torch.ones(batch, 1, i + 2, dtype=torch.bool, device=device)
+                pos = state.cache.lengths[:, None] + i + 1
+                logits = self.draft.step(self.dcache, state.cache, tokens[-1][:, None], pos, sees)[
+                    :, -1
+                ]
+        return chain_proposal(torch.stack(tokens, 1), torch.stack(qs, 1) if qs else None)
+
+    def accept(self, prop: Proposal, logits: Tensor, state: DecodeState) -> Acceptance:
+        return accept_proposal(prop, logits, state, sampled_chain=True)
+
+
+def chain_proposal(tokens: Tensor, draft_probs: Tensor | None) -> Proposal:
+    """A chain tokens (B, g+1) as a tree: node i's parent is i - 1."""
+    batch, n = tokens.shape
+    idx = torch.arange(n, device=tokens.device)
+    return Proposal(
+        tokens=tokens,
+        parents=(idx - 1).expand(batch, -1),
+        depths=idx.expand(batch, -1),
+        mask=torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril().expand(batch, -1, -1),
+        draft_probs=draft_probs,
+    )

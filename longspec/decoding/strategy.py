@@ -1,0 +1,85 @@
+"""The contract of a decoding strategy and the acceptance rule shared by all of them."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor
+
+from longspec.decoding.proposal import Proposal
+from longspec.decoding.sampling import Generation
+from longspec.decoding.state import DecodeState, RowResult
+from longspec.metrics import PhaseTimer
+from longspec.models.target import TargetModel
+from longspec.verify import (
+    Acceptance,
+    accept_chain_sampled,
+    accept_greedy,
+    accept_tree_sampled,
+)
+
+
+class Strategy(Protocol):
+    """How one decoding method proposes tokens and keeps its own state in step."""
+
+    needs_draft: bool
+    max_nodes: int  # draft nodes per round (the cache keeps room for them)
+
+    def setup(self, target: TargetModel, batch: int) -> None:
+        """Allocate per-batch state (draft caches) before the prompt is prefilled."""
+
+    def absorb_prompt(self, state: DecodeState, ids: Tensor, lengths: Tensor) -> None:
+        """See the prompts (B, T) right-padded to lengths (B,) once the target cached them."""
+
+    def propose(self, state: DecodeState) -> Proposal: ...
+
+    def accept(self, prop: Proposal, logits: Tensor, state: DecodeState) -> Acceptance: ...
+
+    def absorb_committed(
+        self, state: DecodeState, kept: Tensor, base: Tensor, n_keep: Tensor
+    ) -> None:
+        """Tokens kept (B, P) at positions base + [0, n_keep) are now committed."""
+
+
+def accept_proposal(
+    prop: Proposal, logits: Tensor, state: DecodeState, sampled_chain: bool
+) -> Acceptance:
+    """Greedy: longest path matching the target's argmax. Sampling: the lossless rule that
+    fits how the drafts were made (sampled chain tokens or deterministic top-k children)."""
+    if state.gen.greedy:
+        return accept_greedy(prop.tokens, prop.parents, logits)
+    probs = state.gen.probs(logits)  # (B, N+1, V)
+    if sampled_chain:
+        return accept_chain_sampled(prop.tokens, prop.draft_probs, probs, state.generator)
+    return accept_tree_sampled(prop.tokens, prop.parents, probs, state.generator)
+
+
+class LoopStrategy:
+    """Base of the strategies that run in the project's decode loop."""
+
+    def generate(
+        self,
+        target: TargetModel,
+        prompts: list[list[int]],
+        gen: Generation,
+        pad_id: int,
+        timer: PhaseTimer | None = None,
+    ) -> list[RowResult]:
+        from longspec.decoding.loop import generate  # the loop imports this module
+
+        return generate(target, self, prompts, gen, pad_id, timer)
+
+
+class NoDraftState(LoopStrategy):
+    """Mixin for strategies that keep no state beside the target cache."""
+
+    def setup(self, target: TargetModel, batch: int) -> None:
+        self.target = target
+
+    def absorb_prompt(self, state: DecodeState, ids: Tensor, lengths: Tensor) -> None:
+        return None
+
+    def absorb_committed(
+        self, state: DecodeState, kept: Tensor, base: Tensor, n_keep: Tensor
+    ) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Model code: target forward, GLIDE draft layer, tiny random test models."""

@@ -1,0 +1,86 @@
+"""GLIDE draft inference: a GlideLayer wired to the target's embeddings, rotary and head."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from longspec.attention.base import AttentionBackend, Prefix
+from longspec.cache import DraftCache, KVCache
+from longspec.models.glide import GlideLayer
+from longspec.models.rotary import apply_rotary
+from longspec.models.target import TargetModel
+
+
+class GlideDraft:
+    """Proposes tokens with one layer that reads the target's last-layer KV cache."""
+
+    def __init__(
+        self, layer: GlideLayer, target: TargetModel, attention: AttentionBackend, window: int
+    ):
+        self.layer = layer
+        self.target = target
+        self.attention = attention
+        self.window = window
+
+    def new_cache(self, batch: int, max_absorb: int, max_pending: int) -> DraftCache:
+        d = self.layer.dims
+        return DraftCache(
+            batch,
+            d.kv_heads,
+            d.head_dim,
+            self.window,
+            max_absorb,
+            max_pending,
+            self.target.dtype,
+            self.target.device,
+        )
+
+    @torch.inference_mode()
+    def absorb(self, cache: DraftCache, tokens: Tensor, positions: Tensor, valid: Tensor) -> None:
+        """Add committed tokens (B, T) at positions (B, T) where valid (B, T) to the ring."""
+        emb = self.target.embed(tokens)  # (B, T, hidden)
+        k, v = self.layer.self_kv(emb)  # (B, Hkv, T, D)
+        cos, sin = self.target.rotary(emb, positions)
+        cache.absorb(apply_rotary(k, cos, sin), v, positions, valid)
+
+    @torch.inference_mode()
+    def step(
+        self,
+        cache: DraftCache,
+        target_cache: KVCache,
+        tokens: Tensor,
+        positions: Tensor,
+        pending_mask: Tensor,
+    ) -> Tensor:
+        """Logits (B, T, V) for proposal nodes tokens (B, T) at positions (B, T).
+
+        The nodes join the pending set; pending_mask (B, T, P+T) says which pending nodes
+        (root first, these included) each one may see: its ancestors and itself.
+        """
+        layer, d = self.layer, self.layer.dims
+        x = self.target.embed(tokens)  # (B, T, hidden)
+        cos, sin = self.target.rotary(x, positions)  # (B, T, D)
+        h = layer.input_layernorm(x)
+        q = apply_rotary(layer.heads(layer.self_attn.q_proj(h), d.heads), cos, sin)
+        k = apply_rotary(layer.heads(layer.self_attn.k_proj(h), d.kv_heads), cos, sin)
+        v = layer.heads(layer.self_attn.v_proj(h), d.kv_heads)  # (B, Hkv, T, D)
+        pk, pv = cache.push_pending(k, v)  # (B, Hkv, P+T, D)
+        full = torch.full_like(cache.ring_pos[:, 0], cache.capacity)  # every slot, keep decides
+        ring = Prefix(cache.ring_k, cache.ring_v, full, cache.ring_visible(positions))
+        o = self.attention(q, ring, pk, pv, pending_mask)  # (B, Hq, T, D)
+        x = x + layer.self_attn.o_proj(o.transpose(1, 2).flatten(2))
+        x = x + self._cross(layer.post_self_attention_layernorm(x), cos, sin, target_cache)
+        x = x + layer.mlp(layer.post_cross_attention_layernorm(x))
+        return self.target.logits(x)  # no final norm: the layer feeds lm_head directly
+
+    def _cross(self, h: Tensor, cos: Tensor, sin: Tensor, target_cache: KVCache) -> Tensor:
+        """Cross-attention of h (B, T, hidden) to the target's committed last-layer KV."""
+        layer, d = self.layer, self.layer.dims
+        q = apply_rotary(layer.heads(layer.cross_attn.q_proj(h), d.heads), cos, sin)
+        prefix = target_cache.prefix(target_cache.k.shape[0] - 1)
+        batch, n_q = h.shape[0], h.shape[1]
+        none_k = prefix.k.new_zeros(batch, d.kv_heads, 0, d.head_dim)  # no new keys
+        none_mask = torch.zeros(batch, n_q, 0, dtype=torch.bool, device=h.device)
+        o = self.attention(q, prefix, none_k, none_k, none_mask)  # (B, Hq, T, D)
+        return layer.cross_attn.o_proj(o.transpose(1, 2).flatten(2))

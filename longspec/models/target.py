@@ -1,0 +1,126 @@
+"""The target LLM run by the project's own forward over a loaded transformers model.
+
+Weights, norms, MLPs and the rotary table (which carries Llama-3 / YaRN scaling) come
+from the transformers model; attention, positions and the KV cache are ours, so a proposal
+tree can be verified in one forward and its accepted path compacted in place.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from longspec.attention.base import AttentionBackend
+from longspec.cache import KVCache
+from longspec.models.rotary import apply_rotary
+
+
+class TargetModel:
+    """Explicit prefill / verify forwards of a Llama- or Qwen2-family causal LM."""
+
+    def __init__(self, hf_model: nn.Module, attention: AttentionBackend):
+        cfg = hf_model.config
+        self.hf = hf_model
+        self.body = hf_model.model  # embed_tokens, layers, norm, rotary_emb
+        self.lm_head = hf_model.get_output_embeddings()
+        self.attention = attention
+        self.n_layers = cfg.num_hidden_layers
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv_heads = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.vocab_size = cfg.vocab_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """(B, T) ids -> (B, T, hidden) embeddings (shared with the GLIDE draft)."""
+        return self.body.embed_tokens(input_ids)
+
+    def rotary(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """cos, sin (B, T, D) of the target's rotary table at ``positions`` (B, T)."""
+        return self.body.rotary_emb(x, positions)
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        return KVCache(
+            self.n_layers, batch, self.n_kv_heads, capacity, self.head_dim, self.dtype, self.device
+        )
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        input_ids: Tensor,
+        positions: Tensor,
+        cache: KVCache,
+        start: Tensor,
+        new_mask: Tensor | None,
+        keep: Tensor | None = None,
+    ) -> Tensor:
+        """Hidden states (B, T, hidden) after the final norm, for tokens in flight.
+
+        input_ids/positions (B, T); keys and values are written to slots start[b] + t, and
+        every query sees the cached slots [0, start[b]) (further limited by ``keep``) plus
+        the tokens in flight under ``new_mask`` (B, T, T) (None: causal). The committed
+        lengths of the cache are not changed here.
+        """
+        x = self.embed(input_ids)  # (B, T, hidden)
+        cos, sin = self.rotary(x, positions)  # (B, T, D)
+        for idx, layer in enumerate(self.body.layers):
+            x = self._layer(idx, layer, x, cos, sin, cache, start, new_mask, keep)
+        return self.body.norm(x)
+
+    def _layer(self, idx, layer, x, cos, sin, cache, start, new_mask, keep) -> Tensor:
+        attn = layer.self_attn
+        h = layer.input_layernorm(x)
+        q = self._heads(attn.q_proj(h), self.n_heads)  # (B, Hq, T, D)
+        k = self._heads(attn.k_proj(h), self.n_kv_heads)  # (B, Hkv, T, D)
+        v = self._heads(attn.v_proj(h), self.n_kv_heads)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        o = self.attention(q, cache.prefix(idx, keep, lengths=start), k, v, new_mask)
+        cache.write(idx, k, v, start)
+        x = x + attn.o_proj(o.transpose(1, 2).flatten(2))  # (B, T, Hq*D) -> (B, T, hidden)
+        return x + layer.mlp(layer.post_attention_layernorm(x))
+
+    def _heads(self, x: Tensor, n_heads: int) -> Tensor:
+        """(B, T, H*D) -> (B, H, T, D)."""
+        return x.unflatten(-1, (n_heads, self.head_dim)).transpose(1, 2)
+
+    @torch.inference_mode()
+    def logits(self, hidden: Tensor) -> Tensor:
+        """(B, T, hidden) -> (B, T, V) float32 logits."""
+        return self.lm_head(hidden).float()
+
+    def prefill(self, input_ids: Tensor, lengths: Tensor, cache: KVCache) -> Tensor:
+        """Fill an empty cache with right-padded prompts (B, T); last-token logits (B, V)."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        hidden = self.forward(input_ids, positions, cache, cache.lengths, None)  # (B, T, hidden)
+        cache.commit(lengths)
+        last = hidden[
+            torch.arange(hidden.shape[0], device=hidden.device), lengths - 1
+        ]  # (B, hidden)
+        return self.logits(last)
+
+    def verify(self, tokens: Tensor, depths: Tensor, tree_mask: Tensor, cache: KVCache) -> Tensor:
+        """Logits (B, N+1, V) of a proposal tree (root first) placed after each row's prefix.
+
+        Node i sits at position length + depth[i]; its keys/values land at slot length + i,
+        ready for ``KVCache.commit_path`` once the accepted path is known.
+        """
+        positions = cache.lengths[:, None] + depths  # (B, N+1)
+        hidden = self.forward(tokens, positions, cache, cache.lengths, tree_mask)
+        return self.logits(hidden)
+
+    def draft_chain(self, tokens: Tensor, offset: int, cache: KVCache, keep: Tensor) -> Tensor:
+        """Self-speculation step (MagicDec): logits (B, V) of one token seen through ``keep``.
+
+        tokens (B, 1) sits ``offset`` tokens after the committed prefix; the earlier drafted
+        tokens are already at slots length + [0, offset) and stay visible.
+        """
+        start = cache.lengths + offset  # (B,)
+        hidden = self.forward(tokens, start[:, None], cache, start, None, keep=keep)
+        return self.logits(hidden[:, -1])
