@@ -74,7 +74,7 @@ def resolve_path(path: str | None, package: str | None = None) -> str | None:
     return str(package_dir(package) / (path or ""))
 
 
-def resolve_draft(cfg_draft: Mapping[str, Any] | None) -> str | None:
+def resolve_draft_path(cfg_draft: Mapping[str, Any] | None) -> str | None:
     """Loadable path or hub id of the draft, or None when the config has none."""
     if not cfg_draft or cfg_draft.get("path") is None:
         return None

@@ -1,0 +1,131 @@
+"""Every attention backend equals the eager reference; hybrid equals dense tree masking."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from longspec.attention import HybridAttention, Prefix, eager_attention, sdpa_attention
+from longspec.attention.hybrid import merge_lse
+from longspec.tree import ancestor_mask
+
+BACKENDS = {"sdpa": sdpa_attention, "hybrid": HybridAttention()}
+
+
+def random_tree_mask(batch: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, n, n) ancestor mask of random trees (node 0 root, parents before children)."""
+    parents = torch.full((batch, n), -1, dtype=torch.long)
+    for i in range(1, n):
+        parents[:, i] = torch.randint(0, i, (batch,), generator=gen)
+    return ancestor_mask(parents)
+
+
+def make_case(batch, hq, hkv, cap, n_new, dim, gen, dtype=torch.float32, device="cpu"):
+    q = torch.randn(batch, hq, n_new, dim, generator=gen).to(device, dtype)
+    k = torch.randn(batch, hkv, cap, dim, generator=gen).to(device, dtype)
+    v = torch.randn(batch, hkv, cap, dim, generator=gen).to(device, dtype)
+    kn = torch.randn(batch, hkv, n_new, dim, generator=gen).to(device, dtype)
+    vn = torch.randn(batch, hkv, n_new, dim, generator=gen).to(device, dtype)
+    lengths = torch.randint(1, cap + 1, (batch,), generator=gen).to(device)
+    mask = random_tree_mask(batch, n_new, gen).to(device)
+    return q, Prefix(k, v, lengths), kn, vn, mask
+
+
+def dense_reference(q, prefix, kn, vn, mask):
+    """Float64 attention over the whole context with one materialised mask."""
+    used = prefix.used()
+    k = torch.cat([prefix.k[:, :, :used], kn], 2).double()
+    v = torch.cat([prefix.v[:, :, :used], vn], 2).double()
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    slots = torch.arange(used)
+    vis = slots[None, None, :] < prefix.lengths[:, None, None].cpu()
+    full = torch.cat([vis.expand(-1, q.shape[2], -1), mask.cpu()], -1)[:, None]
+    s = (q.double() @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+    s = s.masked_fill(~full.to(s.device), float("-inf"))
+    return torch.softmax(s, -1) @ v
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+@pytest.mark.parametrize("prefix_len", [1, 17, 300, 8192])
+@pytest.mark.parametrize("n_new", [1, 5, 69, 128])
+def test_backends_match_dense_reference(name, prefix_len, n_new):
+    gen = torch.Generator().manual_seed(prefix_len * 131 + n_new)
+    q, prefix, kn, vn, mask = make_case(1, 4, 2, prefix_len, n_new, 16, gen)
+    prefix.lengths[:] = prefix_len
+    ref = dense_reference(q, prefix, kn, vn, mask)
+    out = BACKENDS[name](q, prefix, kn, vn, mask)
+    assert (out.double() - ref).abs().max() <= 1e-5
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    groups=st.sampled_from([(4, 4), (4, 2), (6, 1)]),
+    cap=st.integers(1, 64),
+    n_new=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_backends_match_eager_on_random_batches(batch, groups, cap, n_new, seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, prefix, kn, vn, mask = make_case(batch, groups[0], groups[1], cap, n_new, 8, gen)
+    ref = eager_attention(q, prefix, kn, vn, mask)
+    assert (ref.double() - dense_reference(q, prefix, kn, vn, mask)).abs().max() <= 1e-5
+    for backend in BACKENDS.values():
+        assert (backend(q, prefix, kn, vn, mask) - ref).abs().max() <= 1e-5
+
+
+def test_keep_mask_limits_prefix():
+    gen = torch.Generator().manual_seed(0)
+    q, prefix, kn, vn, mask = make_case(2, 2, 2, 40, 3, 8, gen)
+    prefix.lengths[:] = 40
+    keep = torch.zeros(2, 1, 40, dtype=torch.bool)
+    keep[:, :, :4] = True  # sink
+    keep[:, :, 30:] = True  # window
+    prefix.keep = keep
+    ref = eager_attention(q, prefix, kn, vn, mask)
+    cut = Prefix(prefix.k[:, :, keep[0, 0]], prefix.v[:, :, keep[0, 0]], torch.tensor([14, 14]))
+    assert torch.allclose(eager_attention(q, cut, kn, vn, mask), ref, atol=1e-6)
+    for backend in BACKENDS.values():
+        assert torch.allclose(backend(q, prefix, kn, vn, mask), ref, atol=1e-5)
+
+
+def test_merge_is_exact_softmax_split():
+    gen = torch.Generator().manual_seed(1)
+    s = torch.randn(2, 3, 4, 10, generator=gen, dtype=torch.float64)
+    v = torch.randn(2, 3, 10, 5, generator=gen, dtype=torch.float64)
+    whole = torch.softmax(s, -1) @ v
+    a, b = s[..., :7], s[..., 7:]
+    oa, ob = torch.softmax(a, -1) @ v[:, :, :7], torch.softmax(b, -1) @ v[:, :, 7:]
+    merged = merge_lse(oa, torch.logsumexp(a, -1), ob, torch.logsumexp(b, -1))
+    assert torch.allclose(merged, whole, atol=1e-12)
+
+
+def test_prefill_causal_path_matches_eager():
+    gen = torch.Generator().manual_seed(2)
+    q, prefix, kn, vn, _ = make_case(2, 4, 2, 8, 33, 16, gen)
+    prefix.lengths[:] = 0
+    ref = eager_attention(q, prefix, kn, vn, None)
+    for backend in BACKENDS.values():
+        assert torch.allclose(backend(q, prefix, kn, vn, None), ref, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("prefix_len", [1, 1000, 8192])
+@pytest.mark.parametrize("n_new", [1, 69, 128])
+def test_hybrid_float16_on_gpu(prefix_len, n_new):
+    gen = torch.Generator().manual_seed(prefix_len + n_new)
+    q, prefix, kn, vn, mask = make_case(
+        1, 8, 2, prefix_len, n_new, 64, gen, dtype=torch.float16, device="cuda"
+    )
+    prefix.lengths[:] = prefix_len
+    ref = dense_reference(
+        q.cpu(),
+        Prefix(prefix.k.cpu(), prefix.v.cpu(), prefix.lengths.cpu()),
+        kn.cpu(),
+        vn.cpu(),
+        mask.cpu(),
+    )
+    for backend in BACKENDS.values():
+        out = backend(q, prefix, kn, vn, mask).cpu().double()
+        assert (out - ref).abs().max() <= 2e-3

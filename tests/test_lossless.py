@@ -1,0 +1,149 @@
+"""Greedy speculative output is token-identical to vanilla greedy output (float32, CPU)."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from longspec.attention import sdpa_attention
+from longspec.decoding.glide import ChainDecoding, TreeDecoding
+from longspec.decoding.magicdec import MagicDec
+from longspec.decoding.proposal import Proposal
+from longspec.decoding.sampling import Generation
+from longspec.decoding.vanilla import Vanilla
+from longspec.models.glide_io import random_glide
+from longspec.models.target import TargetModel
+from longspec.tree import TreeShape, ancestor_mask
+
+SHAPES = [(1,), (1, 1, 1, 1), (8,), (2, 2), (3, 1, 2), (4, 16, 16, 16, 16)]
+
+
+def prompts_for(vocab: int, lengths, seed: int = 0) -> list[list[int]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lengths]
+
+
+def run(target, strategy, prompts, max_new=24, eos=()):
+    gen = Generation(max_new_tokens=max_new, eos_ids=tuple(eos))
+    return [r.output_ids for r in strategy.generate(target, prompts, gen, pad_id=0)]
+
+
+class OracleTree(TreeDecoding):
+    """A tree whose first branch follows a known continuation for a random number of
+    steps, so long accepted paths, partial paths and rejections are all exercised."""
+
+    def __init__(self, draft, tree_shape, reference: list[list[int]], seed: int):
+        super().__init__(draft, tree_shape)
+        self.reference = reference
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def propose(self, state) -> Proposal:
+        prop = super().propose(state)
+        tokens = prop.tokens.clone()
+        for b, row in enumerate(state.rows):
+            done = len(row.output_ids)
+            truth = self.reference[b][done : done + self.shape.depth]
+            good = int(torch.randint(0, len(truth) + 1, (1,), generator=self.gen))
+            node = 0
+            for depth in range(good):  # walk the first child of each node
+                children = (prop.parents[b] == node).nonzero()
+                if len(children) == 0:
+                    break
+                node = int(children[0])
+                tokens[b, node] = truth[depth]
+        return Proposal(tokens, prop.parents, prop.depths, ancestor_mask(prop.parents))
+
+
+def glide(target, seed=0):
+    return random_glide(target.hf.config, seed, target.dtype, target.device)
+
+
+@pytest.fixture(params=["tiny_llama", "tiny_qwen2"])
+def tiny_target(request):
+    model, _ = request.getfixturevalue(request.param)
+    return TargetModel(model, sdpa_attention)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_tree_matches_vanilla(tiny_target, shape):
+    prompts = prompts_for(tiny_target.vocab_size, [37])
+    want = run(tiny_target, Vanilla(), prompts)
+    assert run(tiny_target, TreeDecoding(glide(tiny_target), shape), prompts) == want
+    oracle = OracleTree(glide(tiny_target), shape, want, seed=1)
+    assert run(tiny_target, oracle, prompts) == want
+
+
+@pytest.mark.parametrize(
+    "make", [lambda t: ChainDecoding(glide(t), 4), lambda t: MagicDec(3, 4, 8)]
+)
+def test_chain_strategies_match_vanilla(tiny_target, make):
+    prompts = prompts_for(tiny_target.vocab_size, [50])
+    assert run(tiny_target, make(tiny_target), prompts) == run(tiny_target, Vanilla(), prompts)
+
+
+def test_batch_of_three_lengths_matches_one_at_a_time(tiny_target):
+    prompts = prompts_for(tiny_target.vocab_size, [9, 40, 23], seed=3)
+    single = [run(tiny_target, Vanilla(), [p])[0] for p in prompts]
+    assert run(tiny_target, Vanilla(), prompts) == single
+    for strategy in (
+        TreeDecoding(glide(tiny_target), (4, 16, 16, 16, 16)),
+        OracleTree(glide(tiny_target), (3, 3, 3), single, seed=5),
+        ChainDecoding(glide(tiny_target), 3),
+        MagicDec(4, 2, 6),
+    ):
+        assert run(tiny_target, strategy, prompts) == single
+
+
+def test_per_row_eos_stops_only_that_row(tiny_target):
+    prompts = prompts_for(tiny_target.vocab_size, [12, 30], seed=4)
+    free = run(tiny_target, Vanilla(), prompts, max_new=16)
+    eos = free[0][5]  # row 0 emits this token at step 5
+    out = run(tiny_target, OracleTree(glide(tiny_target), (2, 2, 2), free, 2), prompts, 16, [eos])
+    for row, full in zip(out, free, strict=True):
+        cut = full.index(eos) + 1 if eos in full else len(full)
+        assert row == full[:cut]
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+    lengths=st.lists(st.integers(1, 60), min_size=1, max_size=3),
+    seed=st.integers(0, 1000),
+)
+def test_random_shapes_and_prompts(tiny_llama, shape, lengths, seed):
+    target = TargetModel(tiny_llama[0], sdpa_attention)
+    prompts = prompts_for(target.vocab_size, lengths, seed)
+    want = run(target, Vanilla(), prompts, max_new=12)
+    oracle = OracleTree(glide(target, seed), tuple(shape), want, seed)
+    assert run(target, oracle, prompts, max_new=12) == want
+
+
+def test_draft_cache_is_constant_in_context(tiny_llama):
+    target = TargetModel(tiny_llama[0], sdpa_attention)
+    sizes = []
+    for n in (1000, 3000):
+        strategy = TreeDecoding(glide(target), (2, 2), window=64)
+        run(target, strategy, prompts_for(target.vocab_size, [n]), max_new=4)
+        sizes.append(strategy.dcache.nbytes)
+    assert sizes[0] == sizes[1]
+
+
+def test_tree_shape_levels_define_nodes():
+    shape = TreeShape((4, 16, 16, 16, 16))
+    assert shape.num_nodes == 68 and shape.depth == 5
+
+
+@pytest.mark.slow
+def test_smollm2_speculative_matches_vanilla(smollm2_target, pycode_prompts):
+    target = smollm2_target
+    prompts = [p[:1200] for p in pycode_prompts[:3]]
+    want = run(target, Vanilla(), prompts, max_new=20)
+    for strategy in (
+        TreeDecoding(glide(target), (4, 16, 16, 16, 16)),
+        ChainDecoding(glide(target), 4),
+        MagicDec(4, 32, 1024),
+        OracleTree(glide(target), (2, 2, 2, 2), want, seed=0),
+    ):
+        assert run(target, strategy, prompts, max_new=20) == want
