@@ -258,24 +258,27 @@ class WandbLogger:
         self._run: Any = None
         self._rows: list[list[Any]] = []
         self._accept_lengths: list[int] = []
+        self._warned: set[str] = set()
 
     @property
     def active(self) -> bool:
         return self._run is not None
 
-    def _guard(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run ``fn``; on any error warn once and stop tracking (results files unaffected)."""
+    def _guard(self, what: str, fn: Callable[[], Any]) -> bool:
+        """Run ``fn``; on any error warn (once per kind) and go on. True when it worked."""
         try:
-            return fn()
+            fn()
         except Exception as err:  # W&B must never break a job
-            log.warning(
-                "W&B %s failed (%s: %s); results files are unaffected",
-                what,
-                type(err).__name__,
-                err,
-            )
-            self._run = None
-            return None
+            if what not in self._warned:
+                self._warned.add(what)
+                log.warning(
+                    "W&B %s failed (%s: %s); results files are unaffected",
+                    what,
+                    type(err).__name__,
+                    err,
+                )
+            return False
+        return True
 
     def init_kwargs(self, config: dict, names: Mapping[str, str]) -> dict[str, Any]:
         """Arguments of ``wandb.init`` (minus ``dir``) for this job."""
@@ -297,7 +300,8 @@ class WandbLogger:
             kwargs = self.init_kwargs(config, names)
             self._run = init_run(self._wandb, Path(job_dir), **kwargs)
 
-        self._guard("init", _start)
+        if not self._guard("init", _start):
+            self._run = None
 
     def log_sample(self, record: dict) -> None:
         self._rows.append(sample_row(record))
@@ -308,11 +312,9 @@ class WandbLogger:
     def finish(self, summary: dict[str, Any] | None, failed: bool = False) -> None:
         if not self.active:
             return
-        run = self._run
+        run, self._run = self._run, None
         self._guard("log", lambda: log_final(self._wandb, run, self._rows, self._accept_lengths))
-        if summary and self.active:
+        if summary:
             self._guard("summary", lambda: run.summary.update(summary_metrics(summary)))
         # Always close the run, also after an error above (exit code 1 marks failed jobs).
-        exit_code = 1 if failed else 0
-        self._guard("finish", lambda: run.finish(exit_code=exit_code))
-        self._run = None
+        self._guard("finish", lambda: run.finish(exit_code=1 if failed else 0))
