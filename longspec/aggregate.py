@@ -214,8 +214,9 @@ def short_key(key: str) -> str:
 
 
 def label_methods(jobs: list[Job]) -> None:
-    """Set ``job.method``: the decode choice plus what varies within its table cell."""
-    for group in _group(jobs, lambda j: (j.model, j.task, j.decode)).values():
+    """Set ``job.method``: the decode choice plus the settings that vary between the jobs of
+    that decode choice (the same labels in every model and task, so rows line up)."""
+    for group in _group(jobs, lambda j: j.decode).values():
         keys = varying_keys([j.params for j in group])
         for job in group:
             extra = [f"{short_key(k)}={job.params.get(k, MISSING)}" for k in keys]

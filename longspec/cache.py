@@ -40,22 +40,29 @@ class KVCache:
         return self.k.nbytes + self.v.nbytes
 
     def prefix(
-        self, layer: int, keep: Tensor | None = None, lengths: Tensor | None = None
+        self,
+        layer: int,
+        keep: Tensor | None = None,
+        lengths: Tensor | None = None,
+        max_len: int | None = None,
     ) -> Prefix:
-        """The committed part of ``layer`` as an attention prefix."""
+        """The committed part of ``layer`` (or the first ``lengths`` slots) as a prefix."""
         lengths = self.lengths if lengths is None else lengths
-        return Prefix(self.k[layer], self.v[layer], lengths, keep)
+        return Prefix(self.k[layer], self.v[layer], lengths, keep, max_len)
+
+    def check_room(self, start: Tensor, n_new: int) -> int:
+        """Raise if n_new tokens at ``start`` (B,) would overflow; return start.max()."""
+        top = int(start.max())
+        if top + n_new > self.capacity:
+            raise RuntimeError(f"KV cache overflow: {top + n_new} slots > capacity {self.capacity}")
+        return top
 
     def write(self, layer: int, k_new: Tensor, v_new: Tensor, start: Tensor) -> None:
-        """Store k/v_new (B, Hkv, T, D) at slots start[b] + t of each row."""
+        """Store k/v_new (B, Hkv, T, D) at slots start[b] + t of each row (see check_room)."""
         n_new = k_new.shape[2]
         if n_new == 0:
             return
         slots = start[:, None] + torch.arange(n_new, device=start.device)  # (B, T)
-        if int(slots.max()) >= self.capacity:
-            raise RuntimeError(
-                f"KV cache overflow: slot {int(slots.max())} >= capacity {self.capacity}"
-            )
         rows = torch.arange(k_new.shape[0], device=start.device)[:, None].expand_as(slots)
         # Advanced indices (rows, slots) go first: the target view is (B, T, Hkv, D).
         self.k[layer][rows, :, slots] = k_new.transpose(1, 2)

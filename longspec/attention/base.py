@@ -28,9 +28,12 @@ class Prefix:
     v: Tensor  # (B, Hkv, S, D)
     lengths: Tensor  # (B,) long
     keep: Tensor | None = None  # (B, T or 1, S) bool, ANDed with the length rule
+    max_len: int | None = None  # lengths.max() if the caller knows it (saves a device sync)
 
     def used(self) -> int:
         """Number of buffer slots any row can see (max length)."""
+        if self.max_len is not None:
+            return self.max_len
         return int(self.lengths.max()) if self.lengths.numel() else 0
 
     def visible(self, n_queries: int, used: int) -> Tensor:

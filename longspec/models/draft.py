@@ -67,7 +67,9 @@ class GlideDraft:
         v = layer.heads(layer.self_attn.v_proj(h), d.kv_heads)  # (B, Hkv, T, D)
         pk, pv = cache.push_pending(k, v)  # (B, Hkv, P+T, D)
         full = torch.full_like(cache.ring_pos[:, 0], cache.capacity)  # every slot, keep decides
-        ring = Prefix(cache.ring_k, cache.ring_v, full, cache.ring_visible(positions))
+        ring = Prefix(
+            cache.ring_k, cache.ring_v, full, cache.ring_visible(positions), cache.capacity
+        )
         o = self.attention(q, ring, pk, pv, pending_mask)  # (B, Hq, T, D)
         x = x + layer.self_attn.o_proj(o.transpose(1, 2).flatten(2))
         x = x + self._cross(layer.post_self_attention_layernorm(x), cos, sin, target_cache)

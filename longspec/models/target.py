@@ -68,20 +68,22 @@ class TargetModel:
         the tokens in flight under ``new_mask`` (B, T, T) (None: causal). The committed
         lengths of the cache are not changed here.
         """
+        used = cache.check_room(start, input_ids.shape[1])  # one host sync per forward
         x = self.embed(input_ids)  # (B, T, hidden)
         cos, sin = self.rotary(x, positions)  # (B, T, D)
         for idx, layer in enumerate(self.body.layers):
-            x = self._layer(idx, layer, x, cos, sin, cache, start, new_mask, keep)
+            prefix = cache.prefix(idx, keep, lengths=start, max_len=used)
+            x = self._layer(idx, layer, x, cos, sin, cache, prefix, start, new_mask)
         return self.body.norm(x)
 
-    def _layer(self, idx, layer, x, cos, sin, cache, start, new_mask, keep) -> Tensor:
+    def _layer(self, idx, layer, x, cos, sin, cache, prefix, start, new_mask) -> Tensor:
         attn = layer.self_attn
         h = layer.input_layernorm(x)
         q = self._heads(attn.q_proj(h), self.n_heads)  # (B, Hq, T, D)
         k = self._heads(attn.k_proj(h), self.n_kv_heads)  # (B, Hkv, T, D)
         v = self._heads(attn.v_proj(h), self.n_kv_heads)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        o = self.attention(q, cache.prefix(idx, keep, lengths=start), k, v, new_mask)
+        o = self.attention(q, prefix, k, v, new_mask)
         cache.write(idx, k, v, start)
         x = x + attn.o_proj(o.transpose(1, 2).flatten(2))  # (B, T, Hq*D) -> (B, T, hidden)
         return x + layer.mlp(layer.post_attention_layernorm(x))
