@@ -36,5 +36,17 @@ class RunConfig:
     trust_remote_code: bool = False
 
 
+@dataclass
+class BenchConfig(RunConfig):
+    """``conf/bench.yaml``: several decode methods on the same prompts."""
+
+    methods: list[str] = field(default_factory=lambda: ["vanilla", "tree"])
+    reference: str = "vanilla"
+    out: str | None = None
+    label: str = ""
+
+
 def register() -> None:
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(name="bench_schema", node=BenchConfig)

@@ -1,0 +1,82 @@
+"""Compare decode methods end to end on the same prompts, in one process.
+
+``python -m longspec.bench.e2e model=smollm2 methods=[vanilla,tree]`` prints a markdown
+table (tau, tokens/s, speedup over ``reference``) and writes the numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from longspec.config import register
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def decode_config(name: str) -> DictConfig:
+    """conf/decode/<name>.yaml as a config node."""
+    path = CONF / "decode" / f"{name}.yaml"
+    if not path.exists():
+        options = sorted(p.stem for p in (CONF / "decode").glob("*.yaml"))
+        raise ValueError(f"methods: unknown decode method {name!r}; options: {options}")
+    return OmegaConf.load(path)
+
+
+def table(rows: list[dict], reference: str) -> str:
+    """Markdown table of the rows, speedup over the reference method's tokens/s."""
+    ref = next((r for r in rows if r["method"] == reference), None)
+    lines = [
+        "| method | tau | tokens/s (decode) | tokens/s (end to end) | speedup | new tokens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        speed = r["tokens_per_s"] / ref["tokens_per_s"] if ref and ref["tokens_per_s"] else None
+        r["speedup"] = speed
+        lines.append(
+            f"| {r['method']} | {r['tau']:.2f} | {r['tokens_per_s']:.1f} | "
+            f"{r['end_to_end_tokens_per_s']:.1f} | "
+            f"{'-' if speed is None else f'{speed:.2f}x'} | {r['new_tokens']} |"
+        )
+    return "\n".join(lines)
+
+
+def bench(cfg: DictConfig) -> dict:
+    from longspec.bench.common import run_methods
+
+    rows, env = run_methods(cfg, [(m, decode_config(m)) for m in cfg.methods])
+    text = table(rows, cfg.reference)
+    print(text)
+    result = {
+        "label": cfg.label,
+        "environment": env,
+        "rows": rows,
+        "table": text,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    out = (
+        Path(cfg.out)
+        if cfg.out
+        else Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir) / "bench.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+register()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="bench")
+def main(cfg: DictConfig) -> None:
+    from longspec.errors import exit_on_user_error
+
+    exit_on_user_error(lambda c: (bench(c), 0)[1], cfg)
+
+
+if __name__ == "__main__":
+    main()
