@@ -58,11 +58,8 @@ def bench(cfg: DictConfig) -> dict:
         "table": text,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    out = (
-        Path(cfg.out)
-        if cfg.out
-        else Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir) / "bench.json"
-    )
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    out = Path(cfg.out) if cfg.out else run_dir / "bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
     return result
