@@ -6,7 +6,7 @@ SWEEP_DIR and writes into it (or DIR):
 - ``summary.csv`` / ``summary.md``: rows model x method, per data task the columns tau,
   tokens/s and speedup over the ``vanilla`` row of the same model and task (a job's own
   in-run ``baseline`` speedup when the sweep has no vanilla row). A method is the decode
-  choice plus whatever else varies between jobs of that model, task and decode (e.g.
+  choice plus whatever else varies between the jobs of that decode choice (e.g.
   ``tree tree_shape=[4,16]``), read from each job's ``.hydra/overrides.yaml``.
 - ``jobs.csv``: one row per job (placement and wall-clock span from ``job_info.json``).
 - ``speedup.png`` (bars per task) and ``vs_tree_size.png`` / ``vs_gamma.png`` (tau and
@@ -40,7 +40,6 @@ TASK_ORDER = ("gov_report", "qmsum", "multi_news", "lcc", "repobench-p")
 IDENTITY_KEYS = frozenset({"model", "data", "data.task", "decode"})
 # Config subtrees compared when a job has no overrides file.
 VARIANT_SUBTREES = ("decode", "attention", "generation")
-METRICS = ("tau", "tokens_per_s", "speedup")
 METRIC_HEADERS = {"tau": "tau", "tokens_per_s": "tok/s", "speedup": "speedup"}
 METRIC_FORMATS = {"tau": "{:.2f}", "tokens_per_s": "{:.1f}", "speedup": "{:.2f}x"}
 MISSING = "-"
@@ -259,6 +258,9 @@ METRIC_GETTERS: dict[str, Callable[[Job], Any]] = {
     "tokens_per_s": lambda job: job.summary.get("tokens_per_s"),
     "speedup": lambda job: job.speedup,
 }
+
+
+METRICS = tuple(METRIC_GETTERS)
 
 
 def job_metric(job: Job, metric: str) -> Any:

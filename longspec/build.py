@@ -39,7 +39,8 @@ def build_target(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
         cfg.model.target, dtype=dtype, device=device, trust_remote_code=cfg.trust_remote_code
     )
     attention = instantiate(cfg.attention)
-    return TargetModel(hf, attention), tokenizer
+    # On a GPU: static shapes, so verify and propose run as captured CUDA graphs.
+    return TargetModel(hf, attention, static=device.type == "cuda"), tokenizer
 
 
 def load_draft(cfg: DictConfig, target: TargetModel) -> GlideLayer:

@@ -111,10 +111,11 @@ class DraftCache:
         device: torch.device | str,
     ):
         self.window = window
-        cap = window + max_absorb
-        self.ring_k = torch.zeros(batch, n_kv_heads, cap, head_dim, dtype=dtype, device=device)
-        self.ring_v = torch.zeros_like(self.ring_k)  # (B, Hkv, C, D)
-        self.ring_pos = torch.full((batch, cap), -1, dtype=torch.long, device=device)  # (B, C)
+        self.period = window + max_absorb  # slot of position p is p % period
+        slots = self.period + 1  # the extra last slot swallows writes of invalid entries
+        self.ring_k = torch.zeros(batch, n_kv_heads, slots, head_dim, dtype=dtype, device=device)
+        self.ring_v = torch.zeros_like(self.ring_k)  # (B, Hkv, C+1, D)
+        self.ring_pos = torch.full((batch, slots), -1, dtype=torch.long, device=device)
         shape = (batch, n_kv_heads, max_pending, head_dim)
         self.pend_k = torch.zeros(shape, dtype=dtype, device=device)  # (B, Hkv, P, D)
         self.pend_v = torch.zeros(shape, dtype=dtype, device=device)
@@ -122,7 +123,13 @@ class DraftCache:
 
     @property
     def capacity(self) -> int:
+        """Ring slots attention reads (the spare slot included; it is never visible)."""
         return self.ring_pos.shape[1]
+
+    def reset(self) -> None:
+        """Forget every token (reuse the buffers for a new batch)."""
+        self.ring_pos.fill_(-1)
+        self.n_pending = 0
 
     @property
     def nbytes(self) -> int:
@@ -130,15 +137,19 @@ class DraftCache:
         return sum(t.nbytes for t in tensors)
 
     def absorb(self, k: Tensor, v: Tensor, positions: Tensor, valid: Tensor) -> None:
-        """Store committed k/v (B, Hkv, T, D) at positions (B, T) where valid (B, T)."""
-        if k.shape[2] > self.capacity - self.window:
+        """Store committed k/v (B, Hkv, T, D) at positions (B, T) where valid (B, T).
+
+        Invalid entries go to the spare last slot with position -1 (never visible), so
+        the write has a static shape and needs no host synchronisation.
+        """
+        if k.shape[2] > self.period - self.window:
             k, v = k[:, :, -self.window :], v[:, :, -self.window :]  # older keys never read
             positions, valid = positions[:, -self.window :], valid[:, -self.window :]
-        rows, cols = valid.nonzero(as_tuple=True)  # (M,), (M,)
-        slots = positions[rows, cols] % self.capacity  # (M,)
-        self.ring_k[rows, :, slots] = k[rows, :, cols]  # (M, Hkv, D)
-        self.ring_v[rows, :, slots] = v[rows, :, cols]
-        self.ring_pos[rows, slots] = positions[rows, cols]
+        slots = torch.where(valid, positions % self.period, self.period)  # (B, T)
+        rows = torch.arange(k.shape[0], device=k.device)[:, None].expand_as(slots)  # (B, T)
+        self.ring_k[rows, :, slots] = k.transpose(1, 2)  # (B, T, Hkv, D)
+        self.ring_v[rows, :, slots] = v.transpose(1, 2)
+        self.ring_pos[rows, slots] = torch.where(valid, positions, -1)
 
     def ring_visible(self, positions: Tensor) -> Tensor:
         """(B, T, C) bool: ring slots inside each query's window (p - window, p)."""

@@ -22,6 +22,7 @@ Locks die with their process, so a crashed worker never leaves a GPU taken.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -351,6 +352,16 @@ class GpuLock(Callback):
         _HELD = acquire(self._lock_dir(config), slots, self.poll_s)
         return _HELD
 
+    def _placement(self, config: DictConfig, held: HeldGpus) -> dict[str, Any]:
+        """The job's GPUs, their names, and how many jobs hold GPUs right now."""
+        busy = held_count(self._lock_dir(config), self.gpu_ids)
+        return {
+            "gpu_ids": list(held.ids),
+            "gpu_names": [self.names.get(i) for i in held.ids],
+            "gpu_slots": len(gpu_slots(self.gpu_ids, len(held.ids))),
+            "concurrent_jobs": busy // len(held.ids),
+        }
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not is_multirun(config):
             return
@@ -358,13 +369,7 @@ class GpuLock(Callback):
         if self.gpu_ids:
             held = self._hold(config)
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(held.ids)
-            info |= {
-                "gpu_ids": list(held.ids),
-                "gpu_names": [self.names.get(i) for i in held.ids],
-                "gpu_slots": len(gpu_slots(self.gpu_ids, len(held.ids))),
-                "concurrent_jobs": held_count(self._lock_dir(config), self.gpu_ids)
-                // len(held.ids),
-            }
+            info |= self._placement(config, held)
         start = now()
         info |= {
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -394,8 +399,6 @@ def job_status(job_return: JobReturn) -> str:
 
 
 def _read_info(path: Path) -> dict[str, Any]:
-    import json
-
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -233,8 +233,9 @@ class WandbLogger:
 
     ``group`` defaults to the sweep (multirun) the job belongs to, ``job_type`` is the decode
     strategy and ``name`` the job's overrides. The config is logged resolved with credentials
-    redacted. Any W&B error is logged as a warning and disables tracking for the job; the
-    runner's results files are never affected.
+    redacted. Any W&B error is only a warning (a failed init turns tracking off for the
+    job); the runner's results files are never affected, and a started run is always
+    finished, with exit code 1 when the job failed.
     """
 
     def __init__(

@@ -47,15 +47,20 @@ class TreeShape:
         return out
 
 
-def ancestor_mask(parents: Tensor) -> Tensor:
-    """(B, N+1) parents (-1 at the root) -> (B, N+1, N+1) bool: j is i or an ancestor of i."""
+def ancestor_mask(parents: Tensor, depth: int | None = None) -> Tensor:
+    """(B, N+1) parents (-1 at the root) -> (B, N+1, N+1) bool: j is i or an ancestor of i.
+
+    With ``depth`` (the tree's depth) the walk takes exactly that many hops and never
+    synchronises with the device, so it can be captured in a CUDA graph.
+    """
     batch, n = parents.shape
-    eye = torch.eye(n, dtype=torch.bool, device=parents.device).expand(batch, -1, -1)
-    mask = eye.clone()
-    hop = parents.clone()  # (B, N+1) current ancestor of every node, -1 once past the root
-    while bool((hop >= 0).any()):
-        valid = hop >= 0
-        rows = torch.arange(n, device=parents.device).expand(batch, -1)[valid]
-        mask[valid.nonzero(as_tuple=True)[0], rows, hop[valid]] = True
-        hop = torch.where(valid, parents.gather(1, hop.clamp_min(0)), hop)
+    eye = torch.eye(n, dtype=torch.bool, device=parents.device)
+    mask = eye.expand(batch, -1, -1).clone()  # (B, N+1, N+1)
+    hop = parents.clone()  # (B, N+1) current ancestor of every node, -1 past the root
+    hops = range(depth) if depth is not None else iter(lambda: bool((hop >= 0).any()), False)
+    for _ in hops:
+        # one-hot row of each node's current ancestor; -1 (past the root) matches nothing
+        onehot = hop[:, :, None] == torch.arange(n, device=parents.device)  # (B, N+1, N+1)
+        mask |= onehot
+        hop = torch.where(hop >= 0, parents.gather(1, hop.clamp_min(0)), hop)
     return mask

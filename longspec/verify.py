@@ -33,51 +33,54 @@ def sampling_probs(logits: Tensor, temperature: float, top_p: float = 1.0) -> Te
     return kept / kept.sum(-1, keepdim=True)
 
 
-def _path_from(parents: Tensor, node: Tensor, depth: int) -> tuple[Tensor, Tensor]:
-    """Root-to-node paths (B, depth+1), 0-padded, and their number of draft nodes (B,)."""
-    batch = parents.shape[0]
-    steps = torch.zeros(batch, depth + 1, dtype=torch.long, device=parents.device)
-    n = torch.zeros(batch, dtype=torch.long, device=parents.device)
-    cur = node.clone()
-    chain = []
-    for _ in range(depth + 1):  # walk up: collect node, parent, ... until the root
-        chain.append(cur)
-        n += (cur > 0).long()
-        cur = torch.where(cur > 0, parents.gather(1, cur[:, None])[:, 0], cur)
-    rev = torch.stack(chain, 1)  # (B, depth+1) node, parent, ..., 0, 0
-    for b in range(batch):
-        k = int(n[b])
-        steps[b, 1 : k + 1] = rev[b, :k].flip(0)
-    return steps, n
-
-
-def _depth_of(parents: Tensor) -> Tensor:
-    """(B, N+1) depth of every node."""
+def _depth_of(parents: Tensor, max_depth: int) -> Tensor:
+    """(B, N+1) depth of every node (the tree is at most ``max_depth`` deep)."""
     depth = torch.zeros_like(parents)
     hop = parents.clone()
-    while bool((hop >= 0).any()):
+    for _ in range(max_depth):
         depth += (hop >= 0).long()
         hop = torch.where(hop >= 0, parents.gather(1, hop.clamp_min(0)), hop)
     return depth
 
 
-def accept_greedy(tokens: Tensor, parents: Tensor, logits: Tensor) -> Acceptance:
+def path_to(parents: Tensor, node: Tensor, n_draft: Tensor, max_depth: int) -> Tensor:
+    """Root-to-node paths (B, max_depth+1): column 0 is the root, then the n_draft[b]
+    draft nodes in order, then 0-padding. No host synchronisation."""
+    up = [node]  # up[k] = k-th ancestor of node (0 once past the root)
+    for _ in range(max_depth):
+        up.append(parents.gather(1, up[-1][:, None])[:, 0].clamp_min(0))
+    up_t = torch.stack(up, 1)  # (B, D+1)
+    cols = torch.arange(max_depth + 1, device=node.device)  # (D+1,)
+    back = (n_draft[:, None] - cols).clamp_min(0)  # column j holds ancestor n - j
+    path = up_t.gather(1, back)
+    return torch.where((cols >= 1) & (cols <= n_draft[:, None]), path, 0)
+
+
+def tree_depth(parents: Tensor) -> int:
+    """Depth of a proposal tree (one host synchronisation)."""
+    return int(_depth_of(parents, parents.shape[1]).max())
+
+
+def accept_greedy(
+    tokens: Tensor, parents: Tensor, logits: Tensor, max_depth: int | None = None
+) -> Acceptance:
     """Deepest node whose whole path equals the target's argmax (ties: lowest index)."""
+    max_depth = tree_depth(parents) if max_depth is None else max_depth
+    n_nodes = tokens.shape[1]
     best = logits.argmax(-1)  # (B, N+1) target's choice after each node
-    depth = _depth_of(parents)  # (B, N+1)
-    ok = torch.zeros_like(tokens, dtype=torch.bool)
-    ok[:, 0] = True
-    for i in range(1, tokens.shape[1]):  # parents precede children: one pass suffices
-        par = parents[:, i]
-        ok[:, i] = ok.gather(1, par[:, None])[:, 0] & (
-            tokens[:, i] == best.gather(1, par[:, None])[:, 0]
-        )
-    score = torch.where(
-        ok, depth * tokens.shape[1] - torch.arange(tokens.shape[1], device=tokens.device), -1
-    )
+    depth = _depth_of(parents, max_depth)  # (B, N+1)
+    # A node matches if its token is the target's choice after its parent.
+    match = tokens == best.gather(1, parents.clamp_min(0))  # (B, N+1)
+    match[:, 0] = True
+    ok = match.clone()
+    for _ in range(max_depth):  # a node is correct if it and every ancestor match
+        ok = match & ok.gather(1, parents.clamp_min(0))
+    order = torch.arange(n_nodes, device=tokens.device)
+    score = torch.where(ok, depth * n_nodes - order, -1)
     node = score.argmax(-1)  # (B,) deepest correct node, lowest index among equals
-    path, n = _path_from(parents, node, int(depth.max()))
-    return Acceptance(path, n, best.gather(1, node[:, None])[:, 0])
+    n_draft = depth.gather(1, node[:, None])[:, 0]
+    path = path_to(parents, node, n_draft, max_depth)
+    return Acceptance(path, n_draft, best.gather(1, node[:, None])[:, 0])
 
 
 def _sample(p: Tensor, generator: torch.Generator | None) -> int:
@@ -132,7 +135,7 @@ def accept_tree_sampled(
 ) -> Acceptance:
     """Lossless acceptance of a tree of deterministic (top-k) children under probs (B, N+1, V)."""
     rows = [_tree_row(tokens[b], parents[b], probs[b], generator) for b in range(tokens.shape[0])]
-    width = int(_depth_of(parents).max())
+    width = tree_depth(parents)
     return _pack([r[0] for r in rows], [r[1] for r in rows], width, tokens.device)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +211,39 @@ def test_main_cli(paper_sweep: Path, tmp_path_factory: pytest.TempPathFactory,
     empty = tmp_path_factory.mktemp("empty")
     assert main([str(empty)]) == 1
     assert main([str(empty / "missing")]) == 2
+
+
+# ------------------------------------------------------------------ end to end (CPU, tiny)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_multirun_tiny_llama_end_to_end(tmp_path: Path, tiny_cache: Path) -> None:
+    """``python run.py -m`` over 3 strategies (+3 jobs whose prompts cannot fit): one job dir
+    each, the aggregated table and plot, the failures listed, exit status 1."""
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable, "run.py", "-m", "model=tiny_llama", "decode=vanilla,seq,tree",
+        "data=pycode", "data.num_samples=1", "data.prompt_tokens=64,5000",
+        "generation.max_new_tokens=8", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    env = os.environ | {"LONGSPEC_CACHE": str(tiny_cache), "WANDB_MODE": "disabled"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # 3 jobs failed by design
+    finished = sorted(p.parent.name for p in sweep.glob("*/summary.json"))
+    assert len(finished) == 3
+    for job in finished:
+        assert (sweep / job / "results.jsonl").read_text().count("\n") == 1
+    failed = sorted(p.parent.name for p in sweep.glob("*/error.txt"))
+    assert len(failed) == 3 and not set(failed) & set(finished)
+    rows = read_csv(sweep / "summary.csv")
+    assert [(r["model"], r["method"]) for r in rows] == [
+        ("tiny_llama", "vanilla"),
+        ("tiny_llama", "seq"),
+        ("tiny_llama", "tree"),
+    ]
+    assert float(rows[0]["pycode/speedup"]) == 1.0
+    assert all(float(r["pycode/tau"]) >= 1.0 for r in rows)
+    md = (sweep / "summary.md").read_text()
+    assert "3 finished jobs, 3 failed" in md and "ValueError: no prompt fits" in md
+    assert (sweep / "speedup.png").read_bytes()[:8] == PNG_MAGIC

@@ -147,3 +147,23 @@ def test_smollm2_speculative_matches_vanilla(smollm2_target, pycode_prompts):
         OracleTree(glide(target), (2, 2, 2, 2), want, seed=0),
     ):
         assert run(target, strategy, prompts, max_new=20) == want
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda t: Vanilla(),
+        lambda t: TreeDecoding(glide(t), (4, 16, 16, 16, 16)),
+        lambda t: ChainDecoding(glide(t), 4),
+        lambda t: MagicDec(3, 4, 8),
+    ],
+)
+def test_static_shape_mode_matches_dynamic(tiny_llama, make):
+    """The graph-ready path (full-capacity attention, pooled caches, no host syncs inside a
+    step) gives the same tokens, also when the pooled caches are reused across calls."""
+    dynamic = TargetModel(tiny_llama[0], sdpa_attention)
+    static = TargetModel(tiny_llama[0], sdpa_attention, static=True)
+    strategy = make(static)
+    for lengths in ([33], [20, 45, 7], [33]):
+        prompts = prompts_for(dynamic.vocab_size, lengths, seed=len(lengths))
+        assert run(static, strategy, prompts) == run(dynamic, make(dynamic), prompts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from longspec.tracking import (
     summary_metrics,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_" + "a1B2c3D4" * 5
 WANDB_KEY = "0123456789abcdef" * 2 + "01234567"
 
@@ -237,25 +239,52 @@ def test_offline_run_lands_in_job_dir_without_secrets(offline_env: Path) -> None
     assert not (offline_env.parent / "elsewhere" / "wandb").exists()
 
 
-def test_results_files_survive_broken_wandb_init(
-    offline_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The runner's order of calls with wandb.init broken: results files are all written."""
+# ------------------------------------------------------------------ through the real runner
+
+
+def run_tiny_job(job_dir: Path, monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    """``python run.py model=tiny_llama logger=wandb ...`` in-process, job dir = cwd."""
+    from hydra import compose, initialize_config_dir
+
+    from longspec.config import register
+    from longspec.runner import run
+
+    register()
+    overrides = ["model=tiny_llama", "decode=vanilla", "data=pycode", "data.num_samples=2",
+                 "data.prompt_tokens=48", "generation.max_new_tokens=4", "logger=wandb",
+                 "logger.tags=[test]", "warmup=false", "device=cpu"]  # fmt: skip
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    job_dir.mkdir(parents=True)
+    monkeypatch.chdir(job_dir)
+    monkeypatch.setenv("LONGSPEC_CACHE", str(cache))
+    assert run(cfg) == 0
+
+
+def test_runner_with_wandb_offline(offline_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                   tiny_cache: Path) -> None:  # fmt: skip
+    pytest.importorskip("wandb")
+    run_tiny_job(offline_env, monkeypatch, tiny_cache)
+    assert len((offline_env / "results.jsonl").read_text().splitlines()) == 2
+    (blob,) = offline_env.glob("wandb/offline-run-*/run-*.wandb")
+    data = read_when_flushed(blob)
+    assert b"tiny_llama" in data and WANDB_KEY.encode() not in data
+
+
+def test_runner_results_survive_broken_wandb_init(
+    offline_env: Path, monkeypatch: pytest.MonkeyPatch, tiny_cache: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
     wandb = pytest.importorskip("wandb")
 
     def broken_init(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("wandb.init is broken")
 
     monkeypatch.setattr(wandb, "init", broken_init)
-    from longspec.results import ResultsLog, write_json_atomic
-
-    tracker = WandbLogger()
-    tracker.start(CONFIG, NAMES, offline_env)
-    log = ResultsLog(offline_env / "results.jsonl")
-    for record in RECORDS:
-        log.append(record)
-        tracker.log_sample(record)
-    write_json_atomic(offline_env / "summary.json", SUMMARY)
-    tracker.finish(SUMMARY)
-    assert len(log.read()) == 2 and (offline_env / "summary.json").is_file()
-    assert not tracker.active
+    with caplog.at_level(logging.WARNING):
+        run_tiny_job(offline_env, monkeypatch, tiny_cache)
+    assert "wandb.init is broken" in caplog.text
+    assert len((offline_env / "results.jsonl").read_text().splitlines()) == 2
+    summary = json.loads((offline_env / "summary.json").read_text())
+    assert summary["n_samples"] == 2 and summary["model"] == "tiny_llama"
+    assert not (offline_env / "wandb").exists()

@@ -28,13 +28,14 @@ class _GlideBase(LoopStrategy):
         self.window = window
 
     def setup(self, target: TargetModel, batch: int) -> None:
+        """Draft and its cache; a static target keeps one cache per batch size (graphs)."""
+        self.target = target
+        old = getattr(self, "dcache", None)
+        if target.static and old is not None and old.ring_pos.shape[0] == batch:
+            old.reset()
+            return
         self.draft = GlideDraft(self.layer, target, target.attention, self.window)
-        depth = max(self.max_depth, 1)
-        self.dcache = self.draft.new_cache(batch, depth + 1, self.max_nodes + 1)
-
-    @property
-    def max_depth(self) -> int:
-        raise NotImplementedError
+        self.dcache = self.draft.new_cache(batch, self.max_depth + 1, self.max_nodes + 1)
 
     def absorb_prompt(self, state: DecodeState, ids: Tensor, lengths: Tensor) -> None:
         positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)  # (B, T)
@@ -48,10 +49,10 @@ class _GlideBase(LoopStrategy):
         valid = offsets[None, :] < n_keep[:, None]  # (B, P)
         self.draft.absorb(self.dcache, kept, base[:, None] + offsets, valid)
 
-    def _root_logits(self, state: DecodeState) -> Tensor:
+    def _root_logits(self, root: Tensor, state: DecodeState) -> Tensor:
         """Start a round: the root alone in the pending set; its draft logits (B, V)."""
         self.dcache.clear_pending()
-        root = state.root[:, None]  # (B, 1)
+        root = root[:, None]  # (B, 1)
         sees_self = torch.ones(root.shape[0], 1, 1, dtype=torch.bool, device=root.device)
         pos = state.cache.lengths[:, None]  # (B, 1) the root sits right after the prefix
         return self.draft.step(self.dcache, state.cache, root, pos, sees_self)[:, -1]
@@ -64,15 +65,12 @@ class TreeDecoding(_GlideBase):
         super().__init__(draft, window)
         self.shape = TreeShape(tuple(tree_shape))
         self.max_nodes = self.shape.num_nodes
+        self.max_depth = self.shape.depth
 
-    @property
-    def max_depth(self) -> int:
-        return self.shape.depth
-
-    def propose(self, state: DecodeState) -> Proposal:
-        logits = self._root_logits(state)[:, None]  # (B, 1, V)
+    def _propose(self, root: Tensor, state: DecodeState) -> Proposal:
+        logits = self._root_logits(root, state)[:, None]  # (B, 1, V)
         batch, device = logits.shape[0], logits.device
-        tokens = [state.root[:, None]]
+        tokens = [root[:, None]]
         parents = [torch.full((batch, 1), -1, dtype=torch.long, device=device)]
         scores = torch.zeros(batch, 1, device=device)  # cumulative draft log-prob per node
         level_start = 0
@@ -85,17 +83,19 @@ class TreeDecoding(_GlideBase):
             scores = top.values
             level_start = sum(t.shape[1] for t in tokens[:-1])
             if level + 1 < self.shape.depth:
-                mask = ancestor_mask(torch.cat(parents, 1))[:, -width:]  # (B, k, n_all)
+                mask = ancestor_mask(torch.cat(parents, 1), level + 1)[:, -width:]  # (B, k, n)
                 pos = state.cache.lengths[:, None] + level + 1  # (B, 1)
                 logits = self.draft.step(
                     self.dcache, state.cache, tokens[-1], pos.expand(-1, width), mask
                 )
         parents_t = torch.cat(parents, 1)  # (B, N+1)
+        depths = torch.cat([torch.full_like(t, d) for d, t in enumerate(tokens)], 1)
         return Proposal(
             tokens=torch.cat(tokens, 1),
             parents=parents_t,
-            depths=self.shape.depths.to(device).expand(batch, -1),
-            mask=ancestor_mask(parents_t),
+            depths=depths,  # (B, N+1) built on the device: no host copy inside a graph
+            mask=ancestor_mask(parents_t, self.max_depth),
+            max_depth=self.max_depth,
         )
 
     def accept(self, prop: Proposal, logits: Tensor, state: DecodeState) -> Acceptance:
@@ -110,16 +110,12 @@ class ChainDecoding(_GlideBase):
         if gamma <= 0:
             raise ValueError(f"decode.gamma must be a positive integer, got {gamma}")
         self.gamma = gamma
-        self.max_nodes = gamma
+        self.max_nodes = self.max_depth = gamma
 
-    @property
-    def max_depth(self) -> int:
-        return self.gamma
-
-    def propose(self, state: DecodeState) -> Proposal:
-        logits = self._root_logits(state)  # (B, V)
+    def _propose(self, root: Tensor, state: DecodeState) -> Proposal:
+        logits = self._root_logits(root, state)  # (B, V)
         batch, device = logits.shape[0], logits.device
-        tokens, qs = [state.root], []
+        tokens, qs = [root], []
         for i in range(self.gamma):
             if not state.gen.greedy:
                 qs.append(state.gen.probs(logits))  # (B, V)
@@ -146,4 +142,5 @@ def chain_proposal(tokens: Tensor, draft_probs: Tensor | None) -> Proposal:
         depths=idx.expand(batch, -1),
         mask=torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril().expand(batch, -1, -1),
         draft_probs=draft_probs,
+        max_depth=n - 1,
     )

@@ -73,12 +73,13 @@ def _commit(state: DecodeState, strategy: Strategy, tokens: Tensor, acc) -> None
     state.cache.commit_path(acc.path, n_keep)
     kept = tokens.gather(1, acc.path)  # (B, P) root, accepted tokens, padding
     strategy.absorb_committed(state, kept, base, n_keep)
-    n_acc, kept_l, bonus = acc.n_accepted.tolist(), kept.tolist(), acc.bonus.tolist()
-    for b in range(state.batch):
-        if not bool(active[b]):
+    # One device-to-host copy per round: accepted counts, kept tokens and bonus tokens.
+    host = torch.cat([acc.n_accepted[:, None], kept, acc.bonus[:, None]], 1).tolist()
+    for b, row_vals in enumerate(host):
+        if state.done[b]:
             continue
-        row = state.rows[b]
+        n_acc, row = row_vals[0], state.rows[b]
         row.target_forwards += 1
-        row.accept_lengths.append(n_acc[b] + 1)
-        state.append(b, kept_l[b][1 : n_acc[b] + 1] + [bonus[b]])
+        row.accept_lengths.append(n_acc + 1)
+        state.append(b, row_vals[2 : n_acc + 2] + [row_vals[-1]])
     state.root = acc.bonus

@@ -22,17 +22,17 @@ class MagicDec(NoDraftState):
         if gamma <= 0:
             raise ValueError(f"decode.gamma must be a positive integer, got {gamma}")
         self.gamma, self.sink, self.window = gamma, sink, window
-        self.max_nodes = gamma
+        self.max_nodes = self.max_depth = gamma
 
     def streaming_keep(self, state: DecodeState) -> Tensor:
         """(B, 1, S) bool: slots the drafting target may read."""
-        slots = torch.arange(state.cache.capacity, device=state.root.device)  # (S,)
+        slots = torch.arange(state.cache.capacity, device=state.cache.lengths.device)  # (S,)
         recent = slots[None, :] >= state.cache.lengths[:, None] - self.window  # (B, S)
         return ((slots[None, :] < self.sink) | recent)[:, None, :]
 
-    def propose(self, state: DecodeState) -> Proposal:
+    def _propose(self, root: Tensor, state: DecodeState) -> Proposal:
         keep = self.streaming_keep(state)
-        tokens, qs = [state.root], []
+        tokens, qs = [root], []
         for i in range(self.gamma):
             logits = self.target.draft_chain(tokens[-1][:, None], i, state.cache, keep)  # (B, V)
             if not state.gen.greedy:

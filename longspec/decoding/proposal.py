@@ -16,3 +16,8 @@ class Proposal:
     depths: Tensor  # (B, N+1) depth of each node (root 0)
     mask: Tensor  # (B, N+1, N+1) bool: node i sees node j (ancestor or itself)
     draft_probs: Tensor | None = None  # (B, N, V) q of each sampled chain token, else None
+    max_depth: int = 0  # depth of the tree (levels below the root)
+
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The tensors that describe the tree (what a captured graph returns)."""
+        return self.tokens, self.parents, self.depths, self.mask

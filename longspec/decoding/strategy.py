@@ -47,7 +47,7 @@ def accept_proposal(
     """Greedy: longest path matching the target's argmax. Sampling: the lossless rule that
     fits how the drafts were made (sampled chain tokens or deterministic top-k children)."""
     if state.gen.greedy:
-        return accept_greedy(prop.tokens, prop.parents, logits)
+        return accept_greedy(prop.tokens, prop.parents, logits, prop.max_depth)
     probs = state.gen.probs(logits)  # (B, N+1, V)
     if sampled_chain:
         return accept_chain_sampled(prop.tokens, prop.draft_probs, probs, state.generator)
@@ -55,7 +55,25 @@ def accept_proposal(
 
 
 class LoopStrategy:
-    """Base of the strategies that run in the project's decode loop."""
+    """Base of the strategies that run in the project's decode loop.
+
+    Subclasses implement ``_propose(root, state)``; greedy proposals of a static target
+    run as one captured CUDA graph per batch shape.
+    """
+
+    max_nodes = 0
+    max_depth = 0
+
+    def propose(self, state: DecodeState) -> Proposal:
+        target = self.target
+        if not state.gen.greedy or target.graphs is None:
+            return self._propose(state.root, state)
+        key = (type(self).__name__, tuple(state.root.shape), state.cache.k.data_ptr())
+        tensors = target.run_static(key, lambda r: self._propose(r, state).tensors(), state.root)
+        return Proposal(*tensors, max_depth=self.max_depth)
+
+    def _propose(self, root: Tensor, state: DecodeState) -> Proposal:
+        raise NotImplementedError
 
     def generate(
         self,

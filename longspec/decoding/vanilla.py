@@ -15,8 +15,8 @@ class Vanilla(NoDraftState):
     needs_draft = False
     max_nodes = 0
 
-    def propose(self, state: DecodeState) -> Proposal:
-        root = state.root[:, None]  # (B, 1)
+    def _propose(self, root: Tensor, state: DecodeState) -> Proposal:
+        root = root[:, None]  # (B, 1)
         batch, device = root.shape[0], root.device
         return Proposal(
             tokens=root,

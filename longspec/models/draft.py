@@ -80,7 +80,8 @@ class GlideDraft:
         """Cross-attention of h (B, T, hidden) to the target's committed last-layer KV."""
         layer, d = self.layer, self.layer.dims
         q = apply_rotary(layer.heads(layer.cross_attn.q_proj(h), d.heads), cos, sin)
-        prefix = target_cache.prefix(target_cache.k.shape[0] - 1)
+        static = target_cache.capacity if self.target.static else None
+        prefix = target_cache.prefix(target_cache.k.shape[0] - 1, max_len=static)
         batch, n_q = h.shape[0], h.shape[1]
         none_k = prefix.k.new_zeros(batch, d.kv_heads, 0, d.head_dim)  # no new keys
         none_mask = torch.zeros(batch, n_q, 0, dtype=torch.bool, device=h.device)

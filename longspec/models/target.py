@@ -12,13 +12,16 @@ from torch import Tensor, nn
 
 from longspec.attention.base import AttentionBackend
 from longspec.cache import KVCache
+from longspec.models.graphs import GraphCache
 from longspec.models.rotary import apply_rotary
 
 
 class TargetModel:
     """Explicit prefill / verify forwards of a Llama- or Qwen2-family causal LM."""
 
-    def __init__(self, hf_model: nn.Module, attention: AttentionBackend):
+    def __init__(self, hf_model: nn.Module, attention: AttentionBackend, static: bool = False):
+        """``static``: full-capacity attention and pooled caches, so steps have static
+        shapes and no host synchronisation; on CUDA they then run as CUDA graphs."""
         cfg = hf_model.config
         self.hf = hf_model
         self.body = hf_model.model  # embed_tokens, layers, norm, rotary_emb
@@ -29,6 +32,9 @@ class TargetModel:
         self.n_kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.vocab_size = cfg.vocab_size
+        self.static = static
+        self.graphs = GraphCache() if static and self.device.type == "cuda" else None
+        self._pool: KVCache | None = None
 
     @property
     def device(self) -> torch.device:
@@ -47,9 +53,28 @@ class TargetModel:
         return self.body.rotary_emb(x, positions)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
+        """An empty cache; in static mode the pooled one (so captured graphs stay valid)."""
+        if not self.static:
+            return self._alloc_cache(batch, capacity)
+        pool = self._pool
+        if pool is None or pool.k.shape[1] != batch or pool.capacity < capacity:
+            self._pool = pool = None  # free before allocating the larger one
+            if self.graphs is not None:
+                self.graphs.clear()
+            pool = self._pool = self._alloc_cache(batch, -(-capacity // 256) * 256)
+        pool.lengths.zero_()
+        return pool
+
+    def _alloc_cache(self, batch: int, capacity: int) -> KVCache:
         return KVCache(
             self.n_layers, batch, self.n_kv_heads, capacity, self.head_dim, self.dtype, self.device
         )
+
+    def run_static(self, key: tuple, fn, *inputs: Tensor):
+        """fn(*inputs), replayed as a CUDA graph when this target captures graphs."""
+        if self.graphs is None:
+            return fn(*inputs)
+        return self.graphs.run(key, fn, *inputs)
 
     @torch.inference_mode()
     def forward(
@@ -68,7 +93,10 @@ class TargetModel:
         the tokens in flight under ``new_mask`` (B, T, T) (None: causal). The committed
         lengths of the cache are not changed here.
         """
-        used = cache.check_room(start, input_ids.shape[1])  # one host sync per forward
+        if self.static:  # every slot, masked by length: static shapes, no sync
+            used = cache.capacity
+        else:
+            used = cache.check_room(start, input_ids.shape[1])  # one host sync per forward
         x = self.embed(input_ids)  # (B, T, hidden)
         cos, sin = self.rotary(x, positions)  # (B, T, D)
         for idx, layer in enumerate(self.body.layers):
@@ -113,6 +141,12 @@ class TargetModel:
         Node i sits at position length + depth[i]; its keys/values land at slot length + i,
         ready for ``KVCache.commit_path`` once the accepted path is known.
         """
+        key = ("verify", tokens.shape, cache.k.data_ptr())
+        return self.run_static(
+            key, lambda t, d, m: self._verify(t, d, m, cache), tokens, depths, tree_mask
+        )
+
+    def _verify(self, tokens: Tensor, depths: Tensor, tree_mask: Tensor, cache: KVCache) -> Tensor:
         positions = cache.lengths[:, None] + depths  # (B, N+1)
         hidden = self.forward(tokens, positions, cache, cache.lengths, tree_mask)
         return self.logits(hidden)

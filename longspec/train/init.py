@@ -1,0 +1,67 @@
+"""Initial weights of a GLIDE layer to train: a copy of a target decoder layer, or random.
+
+``last_layer`` (default ``init_layer=-1``): the draft's self-attention, MLP and norms come
+from that decoder layer of the target, and its cross-attention from the same attention
+weights (the cross query reads keys that this very attention produced in the target's last
+layer, so its q_proj starts out aligned with them). Norm mapping:
+input_layernorm <- input_layernorm, post_self_attention_layernorm <- input_layernorm (it
+feeds the copied q_proj), post_cross_attention_layernorm <- post_attention_layernorm.
+q/k/v biases are copied when the target has them, zero otherwise.
+
+``random``: the transformers convention, normal(0, initializer_range) matrices, zero
+biases, unit norms.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from longspec.models.glide import GlideDims, GlideLayer
+
+INIT_MODES = ("last_layer", "random")
+
+
+def _copy_linear(dst: nn.Linear, src: nn.Linear) -> None:
+    dst.weight.copy_(src.weight.float())
+    if dst.bias is not None:
+        if getattr(src, "bias", None) is not None:
+            dst.bias.copy_(src.bias.float())
+        else:
+            dst.bias.zero_()
+
+
+def _copy_attention(dst, src) -> None:
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        _copy_linear(getattr(dst, name), getattr(src, name))
+
+
+@torch.no_grad()
+def init_glide(hf_model: nn.Module, mode: str, seed: int, init_layer: int = -1) -> GlideLayer:
+    """A float32 GLIDE layer (CPU) for ``hf_model``'s config, initialised per ``mode``."""
+    if mode not in INIT_MODES:
+        raise ValueError(f"train.init must be one of {', '.join(INIT_MODES)}, got {mode!r}")
+    cfg = hf_model.config
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        layer = GlideLayer(GlideDims.from_config(cfg))
+        if mode == "random":
+            std = float(getattr(cfg, "initializer_range", 0.02))
+            for module in layer.modules():
+                if isinstance(module, nn.Linear):
+                    module.weight.normal_(0.0, std)
+                    if module.bias is not None:
+                        module.bias.zero_()
+            return layer
+    finally:
+        torch.random.set_rng_state(gen_state)
+    src = hf_model.model.layers[init_layer]
+    layer.input_layernorm.weight.copy_(src.input_layernorm.weight.float())
+    layer.post_self_attention_layernorm.weight.copy_(src.input_layernorm.weight.float())
+    layer.post_cross_attention_layernorm.weight.copy_(src.post_attention_layernorm.weight.float())
+    _copy_attention(layer.self_attn, src.self_attn)
+    _copy_attention(layer.cross_attn, src.self_attn)
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        _copy_linear(getattr(layer.mlp, name), getattr(src.mlp, name))
+    return layer
