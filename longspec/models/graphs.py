@@ -21,7 +21,6 @@ class GraphCache:
     def __init__(self, warmup: int = 2):
         self.warmup = warmup
         self.graphs: dict[Hashable, tuple[torch.cuda.CUDAGraph, list[Tensor], object]] = {}
-        self.pool = None
 
     def clear(self) -> None:
         self.graphs.clear()
@@ -47,9 +46,7 @@ class GraphCache:
             for _ in range(self.warmup):
                 fn(*static_in)
         torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(graph, pool=self.pool), torch.inference_mode():
+        graph = torch.cuda.CUDAGraph()  # its own memory pool: outputs stay valid per graph
+        with torch.cuda.graph(graph), torch.inference_mode():
             static_out = fn(*static_in)
         return graph, static_in, static_out

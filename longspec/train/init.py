@@ -65,3 +65,25 @@ def init_glide(hf_model: nn.Module, mode: str, seed: int, init_layer: int = -1) 
     for name in ("gate_proj", "up_proj", "down_proj"):
         _copy_linear(getattr(layer.mlp, name), getattr(src.mlp, name))
     return layer
+
+
+def output_projections(layer: GlideLayer) -> list[nn.Linear]:
+    """The three projections that write into the residual stream."""
+    return [layer.self_attn.o_proj, layer.cross_attn.o_proj, layer.mlp.down_proj]
+
+
+@torch.no_grad()
+def match_output_scale(layer: GlideLayer, draft_rms: float, target_rms: float) -> float:
+    """Scale the residual-branch outputs by target_rms / draft_rms; return the factor.
+
+    The draft feeds ``lm_head`` with no final norm, while a copied decoder layer writes
+    vectors sized for the middle of a deep residual stream (SmolLM2's last layer: rms ~20
+    against ~1 after the target's final norm), which makes the initial logits absurdly
+    sharp. Matching the rms of the target's normalised final hidden state fixes the
+    scale while keeping the copied directions. Each branch reads its input through an
+    RMSNorm, so the output scales about linearly with this factor.
+    """
+    factor = target_rms / max(draft_rms, 1e-12)
+    for proj in output_projections(layer):
+        proj.weight.mul_(factor)
+    return factor
