@@ -33,10 +33,15 @@ class TargetOut:
     v: Tensor  # (B, Hkv, T, D) last-layer values
     argmax: Tensor  # (B, T) the target's greedy next token at each position
     logits: Tensor | None  # (B, T, V) float32 target logits (kept only for distillation)
+    hidden: Tensor | None = None  # (B, T, hidden) final normalised hidden (on request)
 
 
 def target_pass(
-    target: TargetModel, ids: Tensor, positions: Tensor, keep_logits: bool
+    target: TargetModel,
+    ids: Tensor,
+    positions: Tensor,
+    keep_logits: bool,
+    keep_hidden: bool = False,
 ) -> TargetOut:
     """Run the frozen target over ids (B, T) at positions (B, T) through its own forward."""
     batch, n = ids.shape
@@ -49,7 +54,13 @@ def target_pass(
     k, v = cache.k[-1].clone(), cache.v[-1].clone()
     del cache
     # Inference tensors cannot be saved for backward: clone out of inference mode.
-    return TargetOut(k, v, argmax.clone(), logits.clone() if keep_logits else None)
+    return TargetOut(
+        k,
+        v,
+        argmax.clone(),
+        logits.clone() if keep_logits else None,
+        hidden.clone() if keep_hidden else None,
+    )
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:

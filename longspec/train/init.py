@@ -8,6 +8,9 @@ input_layernorm <- input_layernorm, post_self_attention_layernorm <- input_layer
 feeds the copied q_proj), post_cross_attention_layernorm <- post_attention_layernorm.
 q/k/v biases are copied when the target has them, zero otherwise.
 
+With ``init_scale`` (see ``calibrate_output_scale``) the copied output projections are
+rescaled so the draft's output has the size ``lm_head`` expects.
+
 ``random``: the transformers convention, normal(0, initializer_range) matrices, zero
 biases, unit norms.
 """
@@ -87,3 +90,17 @@ def match_output_scale(layer: GlideLayer, draft_rms: float, target_rms: float) -
     for proj in output_projections(layer):
         proj.weight.mul_(factor)
     return factor
+
+
+@torch.no_grad()
+def calibrate_output_scale(
+    layer: GlideLayer, target, ids: torch.Tensor, positions: torch.Tensor, window: int
+) -> float:
+    """``match_output_scale`` measured on one batch ids/positions (B, T); the factor."""
+    from longspec.train.forward import draft_hidden, target_pass
+
+    out = target_pass(target, ids, positions, keep_logits=False, keep_hidden=True)
+    lags = torch.ones_like(ids)
+    x, _ = draft_hidden(layer, target, ids, positions, out.k, out.v, lags, window)
+    branch = (x.float() - target.embed(ids).float()).pow(2).mean().sqrt()
+    return match_output_scale(layer, float(branch), float(out.hidden.float().pow(2).mean().sqrt()))

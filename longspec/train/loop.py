@@ -27,7 +27,7 @@ from longspec.train.evaluate import (
     make_eval_set,
 )
 from longspec.train.forward import draft_logits, draft_loss, target_pass
-from longspec.train.init import init_glide
+from longspec.train.init import calibrate_output_scale, init_glide
 from longspec.train.positions import anchor_offset_positions, sample_lags
 from longspec.train.tracker import TrainTracker
 
@@ -158,6 +158,16 @@ class Trainer:
             if ckpt.exists():
                 log.warning("%s exists and resume=false: starting over", ckpt)
             self.layer = init_glide(hf, t.init, t.seed, t.init_layer).to(self.device)
+            if t.init == "last_layer" and t.init_scale:
+                ids = self.data.batch(0, t.micro_batch)
+                pos = anchor_offset_positions(
+                    ids.shape[0], ids.shape[1], t.max_anchors, self.max_offset,
+                    torch.Generator().manual_seed(t.seed + 2**40),
+                )
+                factor = calibrate_output_scale(
+                    self.layer, self.target, ids.to(self.device), pos.to(self.device), t.window
+                )
+                log.info("init: output projections scaled by %.4f", factor)
             self.layer.train().requires_grad_(True)
             state = None
         decay = [p for n, p in self.layer.named_parameters() if p.ndim >= 2]
@@ -309,6 +319,12 @@ class Trainer:
                 self.run_eval(self.step)
             if t.save_every and self.step % t.save_every == 0 and self.step < t.steps:
                 self.save()
+            if t.stop_at is not None and self.step >= t.stop_at and self.step < t.steps:
+                self.save()  # interrupted on purpose: resume=true continues from here
+                bar.close()
+                log.info("stopped at step %d (train.stop_at)", self.step)
+                self.tracker.finish()
+                return self.metrics()
         bar.close()
         final = self.run_eval(self.step) if t.eval.final else {}
         if t.eval.tau_prompts:
@@ -353,6 +369,9 @@ def train(cfg: DictConfig) -> int:
     trainer = Trainer(cfg)
     trainer.setup()
     metrics = trainer.fit()
+    if metrics["step"] < cfg.train.steps:
+        print(f"stopped at step {metrics['step']}: {trainer.work_dir / 'checkpoint'}")
+        return 0
     final = metrics["final"]
     print(f"draft: {trainer.save_path}")
     print(

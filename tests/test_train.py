@@ -1,0 +1,219 @@
+"""GLIDE training: the training forward equals the decode path, LongSpec positions, a CPU run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from longspec.attention import sdpa_attention
+from longspec.data.pycode import split_files
+from longspec.models.draft import GlideDraft
+from longspec.models.glide_io import load_glide, random_glide
+from longspec.models.target import TargetModel
+from longspec.train.data import TrainData, pack, tokenize_split
+from longspec.train.forward import draft_logits, target_pass
+from longspec.train.init import init_glide
+from longspec.train.positions import (
+    anchor_offset_positions,
+    cross_mask,
+    sample_lags,
+    self_mask,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _setup(loaded, n=40, anchors=2, offset=100, seed=3):
+    hf, _ = loaded
+    target = TargetModel(hf, sdpa_attention)
+    layer = random_glide(hf.config, seed, torch.float32, "cpu")
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 200, (1, n), generator=gen)
+    idx = torch.arange(n)
+    pos = torch.where(idx < anchors, idx, idx + offset)[None]  # anchors, then a jump
+    full = target.new_cache(1, n)  # the target's cache holding the whole sequence
+    target.forward(ids, pos, full, torch.zeros(1, dtype=torch.long), None)
+    return target, layer, ids, pos, full
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_qwen2"])
+@pytest.mark.parametrize("window", [8, 512])
+def test_training_forward_matches_decode_path(name, window, request):
+    """Training logits at t (lag d) == GlideDraft.absorb + step with the target KV of [0, t-d]."""
+    target, layer, ids, pos, cache = _setup(request.getfixturevalue(name))
+    n = ids.shape[1]
+    out = target_pass(target, ids, pos, keep_logits=False)
+    draft = GlideDraft(layer, target, sdpa_attention, window)
+    one = torch.ones(1, 1, 1, dtype=torch.bool)
+    for d in (1, 2, 4, 5):
+        with torch.no_grad():
+            train_logits, valid = draft_logits(
+                layer, target, ids, pos, out, torch.full_like(ids, d), window
+            )
+        assert not valid[0, :d].any() and valid[0, d:].all()
+        for t in range(d, n, 3):
+            cache.lengths[:] = t - d + 1  # the target has committed tokens 0..t-d
+            dcache = draft.new_cache(1, n, 1)
+            draft.absorb(dcache, ids[:, :t], pos[:, :t], torch.ones(1, t, dtype=torch.bool))
+            logits = draft.step(dcache, cache, ids[:, t : t + 1], pos[:, t : t + 1], one)
+            torch.testing.assert_close(logits[0, 0], train_logits[0, t], atol=1e-5, rtol=1e-5)
+
+
+def test_training_forward_matches_chain_rounds(tiny_llama):
+    """A chain round (pending tokens at lags 1, 2, 3, ...) matches per-token training lags."""
+    window = 8
+    target, layer, ids, pos, cache = _setup(tiny_llama, n=36)
+    out = target_pass(target, ids, pos, keep_logits=False)
+    draft = GlideDraft(layer, target, sdpa_attention, window)
+    for start in (5, 17, 30):
+        gamma = min(5, ids.shape[1] - start)
+        lags = torch.ones_like(ids)
+        lags[0, start : start + gamma] = torch.arange(1, gamma + 1)
+        with torch.no_grad():
+            train_logits, _ = draft_logits(layer, target, ids, pos, out, lags, window)
+        cache.lengths[:] = start  # committed 0..start-1; the root sits at index start
+        dcache = draft.new_cache(1, ids.shape[1], gamma)
+        valid = torch.ones(1, start, dtype=torch.bool)
+        draft.absorb(dcache, ids[:, :start], pos[:, :start], valid)
+        dcache.clear_pending()
+        for k in range(gamma):
+            t = start + k
+            sees = torch.ones(1, 1, k + 1, dtype=torch.bool)
+            logits = draft.step(dcache, cache, ids[:, t : t + 1], pos[:, t : t + 1], sees)
+            torch.testing.assert_close(logits[0, 0], train_logits[0, t], atol=1e-5, rtol=1e-5)
+
+
+def test_anchor_offset_positions():
+    gen = torch.Generator().manual_seed(0)
+    pos = anchor_offset_positions(256, 64, 4, 1000, gen)
+    assert pos.shape == (256, 64) and pos.dtype == torch.long
+    seen_s, seen_off = set(), set()
+    for row in pos:
+        s = int((row == torch.arange(64)).long().cumprod(0).sum())  # leading identity run
+        off = int(row[-1]) - 63
+        assert 0 <= off <= 1000
+        if off > 0:
+            assert s <= 4
+            torch.testing.assert_close(row[:s], torch.arange(s))
+            torch.testing.assert_close(row[s:], torch.arange(s, 64) + off)
+            seen_s.add(s)
+        assert (row[1:] > row[:-1]).all()  # strictly increasing
+        seen_off.add(off)
+    assert seen_s == {0, 1, 2, 3, 4}
+    assert len(seen_off) > 200 and max(seen_off) <= 1000
+    again = anchor_offset_positions(256, 64, 4, 1000, torch.Generator().manual_seed(0))
+    assert torch.equal(pos, again)
+
+
+def test_masks_and_lags():
+    pos = torch.tensor([[0, 1, 50, 51, 52, 53]])
+    m = self_mask(pos, window=3)[0]
+    # query at 52 sees positions in (49, 52]: 50, 51, 52; anchors fall out of the window
+    assert m[4].tolist() == [False, False, True, True, True, False]
+    assert m[1].tolist() == [True, True, False, False, False, False]
+    lags = sample_lags(8, 100, 1, 4, True, torch.Generator().manual_seed(0))
+    assert lags.min() == 1 and lags.max() == 4
+    per_seq = sample_lags(8, 100, 2, 5, False, torch.Generator().manual_seed(0))
+    assert (per_seq == per_seq[:, :1]).all()
+    cm, valid = cross_mask(torch.tensor([[1, 1, 2, 3, 1]]))
+    assert valid.tolist() == [[False, True, True, True, True]]
+    assert cm[0].sum(-1).tolist() == [1, 1, 1, 1, 4]  # sees slots 0..t-lag (row 0: slot 0, invalid)
+
+
+def test_init_last_layer_copies_weights(tiny_qwen2, tiny_llama):
+    for hf, _ in (tiny_qwen2, tiny_llama):
+        layer = init_glide(hf, "last_layer", 0)
+        src = hf.model.layers[-1]
+        for part in ("self_attn", "cross_attn"):
+            dst = getattr(layer, part)
+            torch.testing.assert_close(dst.q_proj.weight, src.self_attn.q_proj.weight)
+            torch.testing.assert_close(dst.o_proj.weight, src.self_attn.o_proj.weight)
+            if src.self_attn.k_proj.bias is None:
+                assert not dst.k_proj.bias.any()
+            else:
+                torch.testing.assert_close(dst.k_proj.bias, src.self_attn.k_proj.bias)
+        torch.testing.assert_close(layer.mlp.down_proj.weight, src.mlp.down_proj.weight)
+        rnd = init_glide(hf, "random", 0)
+        assert not rnd.self_attn.q_proj.bias.any()
+        assert torch.equal(rnd.mlp.up_proj.weight, init_glide(hf, "random", 0).mlp.up_proj.weight)
+
+
+def test_data_train_split_only_and_deterministic(tiny_llama):
+    _, tok = tiny_llama
+    rel, pieces = tokenize_split(tok, "train", max_files=6)
+    train_files = {p.name for p in split_files("train")}
+    eval_rel = {p.as_posix() for p in split_files("eval")}
+    assert not set(rel) & {str(e) for e in eval_rel} and len(rel) == 6
+    assert all(Path(r).name in train_files for r in rel)
+    a = TrainData(pieces, 32, [0], seed=5)
+    b = TrainData(pieces, 32, [0], seed=5)
+    assert torch.equal(a.batch(7, 4), b.batch(7, 4))
+    assert (a.batch(0, 4)[:, 0] == 0).all() and a.batch(0, 4).shape == (4, 32)
+    assert not torch.equal(a.batch(0, 4), TrainData(pieces, 32, [0], seed=6).batch(0, 4))
+    assert pack(pieces, 32, []).shape[1] == 32
+
+
+def _overrides(work_dir: Path, *extra: str) -> list[str]:
+    return ["model=tiny_llama", "train=cpu_tiny", f"train.work_dir={work_dir}",
+            "train.fixed_batch=true", *extra]
+
+
+def _train_here(conf_dir: Path, cache: Path, work_dir: Path, *extra: str, monkeypatch) -> None:
+    """The training entry in this process (Hydra's compose API, no subprocess)."""
+    from hydra import compose, initialize_config_dir
+
+    from longspec.train.loop import train
+
+    monkeypatch.setenv("LONGSPEC_CACHE", str(cache))
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose("train_config", overrides=_overrides(work_dir, *extra))
+    assert train(cfg) == 0
+
+
+def _train_cli(cache: Path, work_dir: Path, *extra: str) -> None:
+    env = {**os.environ, "LONGSPEC_CACHE": str(cache), "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "train.py", *_overrides(work_dir, *extra)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_train_cpu_run_and_cli_resume(tmp_path, tiny_cache, tiny_llama, conf_dir, monkeypatch):
+    """30 CPU steps: loss falls, checkpoints load with load_glide; stop at 20 + resume through
+    ``python train.py ... resume=true`` gives the same weights as the uninterrupted run."""
+    hf, _ = tiny_llama
+    full = tmp_path / "full"
+    _train_here(conf_dir, tiny_cache, full, monkeypatch=monkeypatch)
+    metrics = json.loads((full / "final" / "metrics.json").read_text())
+    curve = [r["loss"] for r in metrics["loss_curve"]]
+    assert metrics["step"] == 30 and len(curve) == 6
+    assert curve[-1] < 0.5 * curve[0]
+    final = metrics["final"]
+    assert {"eval/ce", "eval/agree", "eval/tau_seq4", "eval/tau_tree"} <= set(final)
+    assert final["eval/tau_tree"] >= 1.0
+    for sub in ("final", "checkpoint"):
+        layer = load_glide(full / sub, hf.config, torch.float32, "cpu")
+        assert layer.self_attn.q_proj.weight.shape == (64, 64)
+        assert (full / sub / "train_config.yaml").is_file()
+    assert "Loss curve" in (full / "final" / "README.md").read_text()
+    state = torch.load(full / "checkpoint" / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 30
+
+    part = tmp_path / "part"
+    _train_here(conf_dir, tiny_cache, part, "train.stop_at=20", monkeypatch=monkeypatch)
+    assert not (part / "final").exists()
+    assert torch.load(part / "checkpoint" / "trainer_state.pt", weights_only=True)["step"] == 20
+    _train_cli(tiny_cache, part, "resume=true", "logger=wandb", "train.eval.tau_prompts=0")
+    resumed = json.loads((part / "final" / "metrics.json").read_text())
+    assert [r["step"] for r in resumed["loss_curve"]] == [5, 10, 15, 20, 25, 30]
+    a = load_file(full / "final" / "model.safetensors")
+    b = load_file(part / "final" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5)
+    assert list((part / "wandb").glob("offline-run-*"))
