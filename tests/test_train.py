@@ -160,9 +160,28 @@ def test_data_train_split_only_and_deterministic(tiny_llama):
     assert pack(pieces, 32, []).shape[1] == 32
 
 
+@pytest.mark.parametrize("train_name", ["default", "cpu_tiny"])
+def test_train_configs_compose(conf_dir, train_name):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose("train_config", overrides=[f"train={train_name}"])
+    t = cfg.train
+    assert cfg.model.name == "smollm2" and t.name == train_name
+    assert t.batch_size % t.micro_batch == 0 and t.seq_len <= cfg.model.context
+    assert 1 <= t.lag_min <= t.lag_max and t.init in ("last_layer", "first_last", "random")
+    if train_name == "default":
+        assert t.save_path == "longspec/assets/glide-smollm2" and t.save_dtype == "float16"
+
+
 def _overrides(work_dir: Path, *extra: str) -> list[str]:
-    return ["model=tiny_llama", "train=cpu_tiny", f"train.work_dir={work_dir}",
-            "train.fixed_batch=true", *extra]
+    return [
+        "model=tiny_llama",
+        "train=cpu_tiny",
+        f"train.work_dir={work_dir}",
+        "train.fixed_batch=true",
+        *extra,
+    ]
 
 
 def _train_here(conf_dir: Path, cache: Path, work_dir: Path, *extra: str, monkeypatch) -> None:
@@ -174,7 +193,11 @@ def _train_here(conf_dir: Path, cache: Path, work_dir: Path, *extra: str, monkey
     monkeypatch.setenv("LONGSPEC_CACHE", str(cache))
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose("train_config", overrides=_overrides(work_dir, *extra))
-    assert train(cfg) == 0
+    threads = torch.get_num_threads()  # cpu_tiny sets train.threads=1
+    try:
+        assert train(cfg) == 0
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _train_cli(cache: Path, work_dir: Path, *extra: str) -> None:
@@ -217,3 +240,25 @@ def test_train_cpu_run_and_cli_resume(tmp_path, tiny_cache, tiny_llama, conf_dir
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5)
     assert list((part / "wandb").glob("offline-run-*"))
+
+
+def test_selfgen_continues_train_prompts(tiny_llama, tiny_cache, monkeypatch):
+    from longspec.train.selfgen import generated_pieces
+
+    monkeypatch.setenv("LONGSPEC_CACHE", str(tiny_cache))
+    hf, tok = tiny_llama
+    target = TargetModel(hf, sdpa_attention)
+    kw = dict(
+        model_name="tiny_llama",
+        eos_ids=(-1,),
+        pad_id=0,
+        n=2,
+        prompt_tokens=16,
+        new_tokens=8,
+        batch=2,
+        seed=0,
+    )
+    pieces = generated_pieces(target, tok, **kw)
+    assert [p.numel() for p in pieces] == [24, 24]  # prompt + 8 greedy tokens each
+    again = generated_pieces(target, tok, **kw)  # from the cache
+    assert all(torch.equal(a, b) for a, b in zip(pieces, again, strict=True))

@@ -37,6 +37,9 @@ class _GlideBase(LoopStrategy):
         self.draft = GlideDraft(self.layer, target, target.attention, self.window)
         self.dcache = self.draft.new_cache(batch, self.max_depth + 1, self.max_nodes + 1)
 
+    def graph_state(self) -> list[Tensor]:
+        return [self.dcache.ring_pos]
+
     def absorb_prompt(self, state: DecodeState, ids: Tensor, lengths: Tensor) -> None:
         positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)  # (B, T)
         valid = positions < lengths[:, None]

@@ -40,7 +40,12 @@ def generate(
     generator = torch.Generator(target.device).manual_seed(gen.seed)
     with timer.phase("prefill"):
         state = _prefill(target, strategy, ids, lengths, capacity, gen, generator)
+    fused = target.graphs is not None and target.fuse_rounds and gen.greedy
     while not bool(state.done.all()):
+        if fused:
+            with timer.phase("round"):
+                _fused_round(target, strategy, state)
+            continue
         with timer.phase("draft"):
             prop = strategy.propose(state)
         with timer.phase("verify"):
@@ -48,6 +53,43 @@ def generate(
         with timer.phase("accept"):
             _commit(state, strategy, prop.tokens, strategy.accept(prop, logits, state))
     return state.rows
+
+
+def _device_round(target, strategy, state: DecodeState, root: Tensor, active: Tensor) -> Tensor:
+    """A whole greedy round on the device: propose, verify, accept, commit.
+
+    Returns (B, 2 + P) = [accepted count, kept path tokens (root first), bonus] per row.
+    """
+    prop = strategy._propose(root, state)
+    logits = target._verify(prop.tokens, prop.depths, prop.mask, state.cache)
+    acc = strategy.accept(prop, logits, state)
+    n_keep = torch.where(active, acc.n_accepted + 1, 0)  # (B,)
+    base = state.cache.lengths.clone()
+    state.cache.commit_path(acc.path, n_keep)
+    kept = prop.tokens.gather(1, acc.path)  # (B, P)
+    strategy.absorb_committed(state, kept, base, n_keep)
+    return torch.cat([acc.n_accepted[:, None], kept, acc.bonus[:, None]], 1)
+
+
+def _fused_round(target, strategy, state: DecodeState) -> None:
+    """Replay the round as one CUDA graph; one device-to-host copy per round.
+
+    Warm-up runs of the capture would commit garbage, so the committed lengths and the
+    strategy's own position records are restored after them (the keys/values they write
+    lie in slots that nothing visible reads).
+    """
+    active = (~state.done).to(state.root.device)
+    key = ("round", type(strategy).__name__, tuple(state.root.shape), state.cache.k.data_ptr())
+    out = target.graphs.run(
+        key,
+        lambda r, a: _device_round(target, strategy, state, r, a),
+        state.root,
+        active,
+        restore=[state.cache.lengths, *strategy.graph_state()],
+    )
+    host = out.tolist()
+    state.root = out[:, -1].clone()
+    _record(state, host)
 
 
 def _prefill(target, strategy, ids, lengths, capacity, gen, generator) -> DecodeState:
@@ -74,12 +116,16 @@ def _commit(state: DecodeState, strategy: Strategy, tokens: Tensor, acc) -> None
     kept = tokens.gather(1, acc.path)  # (B, P) root, accepted tokens, padding
     strategy.absorb_committed(state, kept, base, n_keep)
     # One device-to-host copy per round: accepted counts, kept tokens and bonus tokens.
-    host = torch.cat([acc.n_accepted[:, None], kept, acc.bonus[:, None]], 1).tolist()
-    for b, row_vals in enumerate(host):
+    _record(state, torch.cat([acc.n_accepted[:, None], kept, acc.bonus[:, None]], 1).tolist())
+    state.root = acc.bonus
+
+
+def _record(state: DecodeState, host: list[list[int]]) -> None:
+    """Rows of [accepted count, kept tokens (root first), bonus] -> each row's output."""
+    for b, vals in enumerate(host):
         if state.done[b]:
             continue
-        n_acc, row = row_vals[0], state.rows[b]
+        n_acc, row = vals[0], state.rows[b]
         row.target_forwards += 1
         row.accept_lengths.append(n_acc + 1)
-        state.append(b, row_vals[2 : n_acc + 2] + [row_vals[-1]])
-    state.root = acc.bonus
+        state.append(b, vals[2 : n_acc + 2] + [vals[-1]])

@@ -75,6 +75,10 @@ class LoopStrategy:
     def _propose(self, root: Tensor, state: DecodeState) -> Proposal:
         raise NotImplementedError
 
+    def graph_state(self) -> list[Tensor]:
+        """Tensors a graph warm-up may change that must be restored (see the loop)."""
+        return []
+
     def generate(
         self,
         target: TargetModel,

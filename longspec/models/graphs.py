@@ -25,12 +25,22 @@ class GraphCache:
     def clear(self) -> None:
         self.graphs.clear()
 
-    def run(self, key: Hashable, fn: Callable[..., object], *inputs: Tensor) -> object:
+    def run(
+        self,
+        key: Hashable,
+        fn: Callable[..., object],
+        *inputs: Tensor,
+        restore: list[Tensor] | None = None,
+    ) -> object:
         """fn(*inputs) through a graph captured on first use; outputs are static buffers
-        that the next replay overwrites."""
+        that the next replay overwrites. ``restore``: state tensors that the warm-up runs
+        of a capture may change and that must be put back before the first replay."""
         entry = self.graphs.get(key)
         if entry is None:
+            saved = [t.clone() for t in restore or []]
             entry = self._capture(fn, inputs)
+            for t, s in zip(restore or [], saved, strict=True):
+                t.copy_(s)
             self.graphs[key] = entry
         graph, static_in, static_out = entry
         for buf, x in zip(static_in, inputs, strict=True):

@@ -33,6 +33,7 @@ class TargetModel:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.vocab_size = cfg.vocab_size
         self.static = static
+        self.fuse_rounds = True  # on CUDA graphs: a whole greedy round per graph replay
         self.graphs = GraphCache() if static and self.device.type == "cuda" else None
         self._pool: KVCache | None = None
 

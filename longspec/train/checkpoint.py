@@ -101,6 +101,10 @@ def model_card(model_name: str, cfg, metrics: dict) -> str:
     t = cfg.train
     final = metrics.get("final", {})
     data = metrics.get("data", {})
+    gen_tokens = data.get("selfgen_tokens")
+    selfgen = (
+        f", plus {gen_tokens} tokens the target generated from train prompts" if gen_tokens else ""
+    )
     lines = [
         f"# GLIDE draft for `{model_name}` (LongSpec)",
         "",
@@ -112,7 +116,7 @@ def model_card(model_name: str, cfg, metrics: dict) -> str:
         "",
         f"- Train: Python standard library files of the pycode **train** split "
         f"({data.get('train_files')} files, {data.get('train_tokens')} tokens per epoch"
-        f"{', plus ' + str(data.get('selfgen_tokens')) + ' self-generated tokens' if data.get('selfgen_tokens') else ''}).",
+        f"{selfgen}).",
         f"- Eval: the pycode **eval** split ({data.get('eval_sequences')} sequences of "
         f"{t.seq_len} tokens); eval files are never trained on.",
         "- Split rule: `sha256(relpath) % 10 == 0` -> eval (longspec/data/pycode.py).",

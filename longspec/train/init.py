@@ -8,6 +8,10 @@ input_layernorm <- input_layernorm, post_self_attention_layernorm <- input_layer
 feeds the copied q_proj), post_cross_attention_layernorm <- post_attention_layernorm.
 q/k/v biases are copied when the target has them, zero otherwise.
 
+``first_last``: the self-attention and input norm from the FIRST decoder layer (it reads
+raw token embeddings, as the draft's self-attention does), the cross-attention, the other
+norms and the MLP from the last one (``init_layer``).
+
 With ``init_scale`` (see ``calibrate_output_scale``) the copied output projections are
 rescaled so the draft's output has the size ``lm_head`` expects.
 
@@ -22,7 +26,7 @@ from torch import nn
 
 from longspec.models.glide import GlideDims, GlideLayer
 
-INIT_MODES = ("last_layer", "random")
+INIT_MODES = ("last_layer", "first_last", "random")
 
 
 def _copy_linear(dst: nn.Linear, src: nn.Linear) -> None:
@@ -60,10 +64,11 @@ def init_glide(hf_model: nn.Module, mode: str, seed: int, init_layer: int = -1) 
     finally:
         torch.random.set_rng_state(gen_state)
     src = hf_model.model.layers[init_layer]
-    layer.input_layernorm.weight.copy_(src.input_layernorm.weight.float())
+    first = hf_model.model.layers[0] if mode == "first_last" else src
+    layer.input_layernorm.weight.copy_(first.input_layernorm.weight.float())
     layer.post_self_attention_layernorm.weight.copy_(src.input_layernorm.weight.float())
     layer.post_cross_attention_layernorm.weight.copy_(src.post_attention_layernorm.weight.float())
-    _copy_attention(layer.self_attn, src.self_attn)
+    _copy_attention(layer.self_attn, first.self_attn)
     _copy_attention(layer.cross_attn, src.self_attn)
     for name in ("gate_proj", "up_proj", "down_proj"):
         _copy_linear(getattr(layer.mlp, name), getattr(src.mlp, name))

@@ -65,9 +65,12 @@ class Trainer:
         t = self.t = cfg.train
         if t.batch_size % t.micro_batch:
             raise ValueError(
-                f"train.batch_size={t.batch_size} must be a multiple of train.micro_batch={t.micro_batch}"
+                f"train.batch_size={t.batch_size} must be a multiple of "
+                f"train.micro_batch={t.micro_batch}"
             )
         self.device = resolve_device(cfg.device)
+        if t.threads:
+            torch.set_num_threads(int(t.threads))
         cuda = self.device.type == "cuda"
         tdt = t.target_dtype
         self.target_dtype = (
@@ -158,10 +161,13 @@ class Trainer:
             if ckpt.exists():
                 log.warning("%s exists and resume=false: starting over", ckpt)
             self.layer = init_glide(hf, t.init, t.seed, t.init_layer).to(self.device)
-            if t.init == "last_layer" and t.init_scale:
+            if t.init != "random" and t.init_scale:
                 ids = self.data.batch(0, t.micro_batch)
                 pos = anchor_offset_positions(
-                    ids.shape[0], ids.shape[1], t.max_anchors, self.max_offset,
+                    ids.shape[0],
+                    ids.shape[1],
+                    t.max_anchors,
+                    self.max_offset,
                     torch.Generator().manual_seed(t.seed + 2**40),
                 )
                 factor = calibrate_output_scale(
