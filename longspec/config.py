@@ -47,6 +47,9 @@ class BenchConfig(RunConfig):
 
 
 def register() -> None:
+    from longspec.resolvers import register_resolvers
+
+    register_resolvers()
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(name="bench_schema", node=BenchConfig)
