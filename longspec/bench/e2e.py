@@ -18,13 +18,14 @@ from longspec.config import register
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-def decode_config(name: str) -> DictConfig:
-    """conf/decode/<name>.yaml as a config node."""
+def decode_config(name: str, cfg: DictConfig) -> DictConfig:
+    """conf/decode/<name>.yaml as a config node, interpolations resolved against cfg."""
     path = CONF / "decode" / f"{name}.yaml"
     if not path.exists():
         options = sorted(p.stem for p in (CONF / "decode").glob("*.yaml"))
         raise ValueError(f"methods: unknown decode method {name!r}; options: {options}")
-    return OmegaConf.load(path)
+    scope = OmegaConf.create({"device": cfg.device, "decode": OmegaConf.load(path)})
+    return OmegaConf.create(OmegaConf.to_container(scope, resolve=True)["decode"])
 
 
 def table(rows: list[dict], reference: str) -> str:
@@ -48,7 +49,7 @@ def table(rows: list[dict], reference: str) -> str:
 def bench(cfg: DictConfig) -> dict:
     from longspec.bench.common import run_methods
 
-    rows, env = run_methods(cfg, [(m, decode_config(m)) for m in cfg.methods])
+    rows, env = run_methods(cfg, [(m, decode_config(m, cfg)) for m in cfg.methods])
     text = table(rows, cfg.reference)
     print(text)
     result = {
