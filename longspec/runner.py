@@ -110,7 +110,9 @@ def decode_all(strategy, target, samples, gen, pad_id, cfg, out: Path, tokenizer
     todo = [s for s in samples if s.id not in done]
     if cfg.warmup and todo:
         warm = replace(gen, max_new_tokens=min(8, gen.max_new_tokens))
-        strategy.generate(target, [todo[0].prompt_ids], warm, pad_id)
+        # A short prompt suffices to load kernels and capture graphs; a long one would
+        # only add a second prefill to the run's wall time.
+        strategy.generate(target, [todo[0].prompt_ids[:128]], warm, pad_id)
     if target.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(target.device)
     batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]

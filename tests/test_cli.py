@@ -79,7 +79,7 @@ def test_baseline_gives_speedup(tmp_path):
         "data.num_samples=1",
         "data.prompt_tokens=64",
         "generation.max_new_tokens=8",
-        "+decode@baseline=vanilla",
+        "decode@baseline=vanilla",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -1,0 +1,55 @@
+"""Measure tree shapes against vanilla for SmolLM2 + the shipped draft on this machine.
+
+python experiments/cpu_tree_shapes.py OUT.json  (greedy, 2k-token pycode eval prompts)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from longspec.bench.common import run_methods
+from longspec.bench.e2e import CONF, decode_config
+from longspec.config import register
+
+SHAPES = [[1, 1, 1], [2, 2, 2], [2, 2, 1, 1], [3, 2, 1], [4, 4], [4, 16, 16, 16, 16]]
+
+
+def main(out: str) -> None:
+    register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "bench",
+            [
+                "data.num_samples=2",
+                "data.prompt_tokens=2048",
+                "generation.max_new_tokens=64",
+                "device=cpu",
+            ],
+        )
+    methods = [("vanilla", decode_config("vanilla", cfg))]
+    for shape in SHAPES:
+        node = decode_config("tree", cfg)
+        node.tree_shape = shape
+        methods.append((f"tree {shape}", node))
+    rows, env = run_methods(cfg, methods)
+    base = rows[0]["tokens_per_s"]
+    for r in rows:
+        r.pop("outputs")
+        print(
+            f"| {r['method']} | tau {r['tau']:.2f} | {r['tokens_per_s']:.2f} tok/s | "
+            f"{r['tokens_per_s'] / base:.2f}x |"
+        )
+    Path = __import__("pathlib").Path
+    Path(out).write_text(
+        json.dumps(
+            {"environment": env, "rows": rows, "config": OmegaConf.to_container(cfg)}, indent=2
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
