@@ -30,7 +30,8 @@ def check_fits(draft_config: dict, target_config, source: str) -> None:
         got = draft_config.get(key, want)
         if got != want:
             raise DraftMismatchError(
-                f"draft {source} does not fit the target: {what} ({key}) is {got}, target has {want}"
+                f"draft {source} does not fit the target: {what} ({key}) is {got}, "
+                f"target has {want}"
             )
 
 

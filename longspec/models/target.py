@@ -94,10 +94,8 @@ class TargetModel:
         the tokens in flight under ``new_mask`` (B, T, T) (None: causal). The committed
         lengths of the cache are not changed here.
         """
-        if self.static:  # every slot, masked by length: static shapes, no sync
-            used = cache.capacity
-        else:
-            used = cache.check_room(start, input_ids.shape[1])  # one host sync per forward
+        # Static: every slot, masked by length (no sync). Else one host sync per forward.
+        used = cache.capacity if self.static else cache.check_room(start, input_ids.shape[1])
         x = self.embed(input_ids)  # (B, T, hidden)
         cos, sin = self.rotary(x, positions)  # (B, T, D)
         for idx, layer in enumerate(self.body.layers):
