@@ -1,4 +1,15 @@
-"""Bad input ends a run with one clear line and a non-zero exit, not a traceback."""
+"""Bad input ends a run with one clear line and a non-zero exit, not a traceback.
+
+Two kinds of error get that treatment:
+
+- user errors: the config or an input file is wrong (``ValueError`` and friends);
+- :class:`RunError`: the run cannot go on for a reason its message explains (the GPU ran
+  out of memory, the logits went NaN, the process was asked to stop). Finished samples are
+  already on disk; ``resume=true`` continues.
+
+Anything else is a bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` shows the trace of
+every error.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +23,53 @@ from longspec.models.glide_io import DraftMismatchError
 
 log = logging.getLogger("longspec")
 
-# Errors that mean "the user asked for something wrong"; anything else is a bug and keeps
-# its traceback.
+
+class RunError(RuntimeError):
+    """The run stopped for a reason its one-line message explains."""
+
+    exit_code = 2
+
+
+class OutOfMemory(RunError):
+    """The GPU ran out of memory; the message gives the sizes and what to lower."""
+
+
+class NonFiniteLogits(RunError):
+    """NaN or inf logits: the sample stops; the message names the sample and the step."""
+
+    def __init__(self, message: str, *, sample_id: str | None, step: int, row: int = 0):
+        super().__init__(message)
+        self.sample_id = sample_id
+        self.step = step
+        self.row = row
+
+
+class InvalidOutput(RunError):
+    """A decoder returned ids outside the vocabulary (a bug, reported with the sample)."""
+
+
+class Interrupted(RunError):
+    """SIGTERM/SIGINT: stopped between samples' writes; ``resume=true`` continues."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+# Errors that mean "the user asked for something wrong" (or the run cannot go on, and says
+# why); anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     FileNotFoundError,
     PermissionError,
     DraftMismatchError,
+    RunError,
 )
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def exit_on_user_error(fn: Callable[..., int], *args: Any) -> int:
@@ -30,5 +80,5 @@ def exit_on_user_error(fn: Callable[..., int], *args: Any) -> int:
     except USER_ERRORS as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.exit(getattr(err, "exit_code", 2))

@@ -31,15 +31,28 @@ class ResultsLog:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
+    def repair(self) -> None:
+        """Cut a last line that a crash left without its newline (it would glue onto the next
+        record); that sample runs again."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            with self.path.open("r+b") as f:
+                f.truncate(keep)
+                f.flush()
+                os.fsync(f.fileno())
+
     def finished_ids(self) -> set[str]:
         """Ids already written (for resuming a run)."""
         if not self.path.exists():
             return set()
         ids = set()
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(errors="replace").splitlines():
             try:
                 ids.add(str(json.loads(line)["id"]))
-            except (json.JSONDecodeError, KeyError):
+            except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut by a crash: that sample runs again
         return ids
 
@@ -47,11 +60,13 @@ class ResultsLog:
         if not self.path.exists():
             return []
         rows = []
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(row, dict) and "id" in row:
+                rows.append(row)
         return rows
 
     def append(self, record: dict) -> None:
@@ -59,3 +74,11 @@ class ResultsLog:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

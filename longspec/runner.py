@@ -1,25 +1,41 @@
-"""Run one job: build everything from the config, decode every sample, write results."""
+"""Run one job: build everything from the config, decode every sample, write results.
+
+Reliability (issue 7): the config is validated before any model loads
+(``longspec.validate``); results.jsonl gets one fsynced line per sample; ``resume=true``
+continues a run dir (a finished one is only reported again); SIGTERM, GPU out-of-memory and
+NaN logits end the run with one line saying what happened and what to do.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from longspec.build import build_strategy, build_target, resolve_device, resolve_dtype
-from longspec.data.sample import split_fitting
-from longspec.decoding.sampling import Generation
-from longspec.loading import special_ids
+from longspec.errors import USER_ERRORS, Interrupted, NonFiniteLogits, OutOfMemory
 from longspec.metrics import PhaseTimer, environment, summarize
-from longspec.results import ResultsLog, write_json_atomic
+from longspec.results import ResultsLog, read_json, write_json_atomic
+from longspec.validate import check_output_ids, redact_config, validate, with_sample_id
 
 log = logging.getLogger(__name__)
+
+RUN_CONFIG = "run_config.json"  # the job's resolved, redacted config, written at its start
+# Settings a resumed run may change: they do not change what a finished sample contains.
+RESUME_FREE = ("resume", "warmup", "logger", "batch_size", "data.num_samples")
+GIB = 1 << 30
 
 
 def job_names() -> dict[str, str]:
@@ -39,10 +55,41 @@ def job_dir() -> Path:
 
 def run(cfg: DictConfig) -> int:
     """Decode every sample with cfg.decode (and cfg.baseline if set); 0 on success."""
+    validate(cfg)  # before any model loads
+    out = job_dir()
+    config = saved_config(cfg)
+    if cfg.resume:
+        check_resumable(out, config)
+        finished = finished_summary(out, config)
+        if finished is not None:
+            print(f"{one_line(finished)} (already complete: {out / 'summary.json'})")
+            return 0
+    # From here on a summary.json would describe another run: it is rewritten at the end.
+    (out / "summary.json").unlink(missing_ok=True)
+    write_json_atomic(out / RUN_CONFIG, config)
+    with stop_on_signals(out):
+        return _run(cfg, out, config)
+
+
+def _run(cfg: DictConfig, out: Path, config: dict) -> int:
+    # Imported here: transformers takes seconds to import, and a finished run being resumed
+    # (every finished job of a resumed sweep) needs none of it.
+    from longspec.build import build_target, resolve_device, resolve_dtype
+    from longspec.data.sample import split_fitting
+    from longspec.decoding.sampling import Generation
+    from longspec.loading import special_ids
+
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     torch.manual_seed(cfg.seed)
-    target, tokenizer = build_target(cfg, device, dtype)
+    try:
+        target, tokenizer = build_target(cfg, device, dtype)
+    except torch.cuda.OutOfMemoryError as err:
+        raise OutOfMemory(
+            f"GPU out of memory while loading model {cfg.model.name} in {dtype} on {device}"
+            f"{device_memory(device)}; use a smaller model, a GPU with more memory, or free "
+            "the GPU from other processes"
+        ) from err
     pad_id, eos_ids = special_ids(tokenizer, cfg.model)
     gen = Generation(
         max_new_tokens=cfg.generation.max_new_tokens,
@@ -51,18 +98,32 @@ def run(cfg: DictConfig) -> int:
         top_p=cfg.generation.top_p,
         seed=cfg.seed,
     )
-    samples = instantiate(cfg.data).load(tokenizer, cfg.model.prompt_format, cfg.model.context)
+    samples = build(cfg.data).load(tokenizer, cfg.model.prompt_format, cfg.model.context)
     budget = cfg.model.context - gen.max_new_tokens
     samples, skipped = split_fitting(samples, budget)
+    if skipped:
+        log.warning(
+            "skipping %d prompt(s) longer than %d tokens (model.context %d - "
+            "generation.max_new_tokens %d): %s",
+            len(skipped),
+            budget,
+            cfg.model.context,
+            gen.max_new_tokens,
+            ", ".join(f"{s.id} ({len(s.prompt_ids)})" for s in skipped[:5])
+            + (", ..." if len(skipped) > 5 else ""),
+        )
     if not samples:
-        raise ValueError(f"no prompt fits model.context - max_new_tokens = {budget} tokens")
-    out = job_dir()
+        raise ValueError(
+            f"no prompt fits: all {len(skipped)} are longer than model.context - "
+            f"generation.max_new_tokens = {budget} tokens; lower generation.max_new_tokens "
+            "or use shorter prompts"
+        )
     names = job_names()
-    tracker = instantiate(cfg.logger)
-    tracker.start(OmegaConf.to_container(cfg, resolve=True), names, out)
+    tracker = build(cfg.logger)
+    tracker.start(config, names, out)
     try:
         summary = _run_methods(
-            cfg, target, tokenizer, samples, skipped, gen, pad_id, out, names, tracker
+            cfg, target, tokenizer, samples, skipped, gen, pad_id, out, names, tracker, config
         )
     except BaseException:
         tracker.finish(None, failed=True)
@@ -72,10 +133,23 @@ def run(cfg: DictConfig) -> int:
     return 0
 
 
+def build(node: DictConfig) -> Any:
+    """``instantiate``, with a user error raised inside the component reported as itself
+    (one line) rather than wrapped in Hydra's InstantiationException."""
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, USER_ERRORS):
+            raise err.__cause__ from None
+        raise
+
+
 def _run_methods(
-    cfg, target, tokenizer, samples, skipped, gen, pad_id, out, names, tracker
+    cfg, target, tokenizer, samples, skipped, gen, pad_id, out, names, tracker, config
 ) -> dict:
     """Decode with cfg.decode (and cfg.baseline); write and return summary.json."""
+    from longspec.build import build_strategy
+
     methods = {"": cfg.decode} | ({"baseline": cfg.baseline} if cfg.baseline else {})
     summaries = {}
     for sub, decode_cfg in methods.items():
@@ -92,7 +166,7 @@ def _run_methods(
         **summaries["main"],
         "skipped": len(skipped),
         **environment(target.device),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": config,
     }
     if "baseline" in summaries:
         summary["baseline"] = summaries["baseline"]
@@ -102,26 +176,185 @@ def _run_methods(
 
 
 def decode_all(strategy, target, samples, gen, pad_id, cfg, out: Path, tokenizer) -> list[dict]:
-    """Warm up, then decode samples in batches, appending one record per sample."""
+    """Warm up, then decode samples in batches, appending one record per sample.
+
+    With ``cfg.resume`` the samples already in results.jsonl are kept and not decoded again
+    (no warm-up either when none is left). Returns the records of ``samples``, in order.
+    """
     results = ResultsLog(out / "results.jsonl")
-    done = results.finished_ids() if cfg.resume else set()
-    if not cfg.resume:
+    if cfg.resume:
+        results.repair()
+        done = results.finished_ids()
+    else:
         results.path.unlink(missing_ok=True)
+        done = set()
     todo = [s for s in samples if s.id not in done]
+    if done and todo:
+        log.info("resume: %d sample(s) done, %d to go in %s", len(done), len(todo), out)
+    vocab_size = getattr(target, "vocab_size", None)
     if cfg.warmup and todo:
         warm = replace(gen, max_new_tokens=min(8, gen.max_new_tokens))
         # A short prompt suffices to load kernels and capture graphs; a long one would
         # only add a second prefill to the run's wall time.
-        strategy.generate(target, [todo[0].prompt_ids[:128]], warm, pad_id)
+        with decode_guard(target, strategy, [todo[0]], warm, "during warm-up: "):
+            strategy.generate(target, [todo[0].prompt_ids[:128]], warm, pad_id)
     if target.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(target.device)
+    # Batch numbers go on after those of a resumed run (summaries group timings by batch).
+    first = 1 + max((r.get("batch", -1) for r in results.read() if r["id"] in done), default=-1)
     batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
-    for index, batch in enumerate(tqdm(batches, desc="samples", unit="batch")):
+    for index, batch in enumerate(tqdm(batches, desc="samples", unit="batch"), start=first):
         timer = PhaseTimer(target.device)
-        rows = strategy.generate(target, [s.prompt_ids for s in batch], gen, pad_id, timer)
+        with decode_guard(target, strategy, batch, gen):
+            rows = strategy.generate(target, [s.prompt_ids for s in batch], gen, pad_id, timer)
         for sample, row in zip(batch, rows, strict=True):
+            check_output_ids(row.output_ids, vocab_size, sample.id)
             results.append(record(sample, row, timer, tokenizer, index, target))
-    return results.read()
+    by_id = {str(r["id"]): r for r in results.read()}
+    return [by_id[s.id] for s in samples if s.id in by_id]
+
+
+@contextmanager
+def decode_guard(target, strategy, batch, gen, what: str = "") -> Iterator[None]:
+    """Name the sample in NaN errors; turn GPU out-of-memory into a message with sizes."""
+    try:
+        yield
+    except NonFiniteLogits as err:
+        if err.sample_id is None and err.row < len(batch):
+            err = with_sample_id(err, batch[err.row].id)
+        if what:
+            err = NonFiniteLogits(
+                f"{what}{err}", sample_id=err.sample_id, step=err.step, row=err.row
+            )
+        raise err from None
+    except torch.cuda.OutOfMemoryError as err:
+        message = oom_message(target, strategy, batch, gen, what)
+        del err
+        if target.device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise OutOfMemory(message) from None
+
+
+def oom_message(target, strategy, batch, gen, what: str = "") -> str:
+    """What did not fit (prompt, batch, new tokens, KV cache bytes) and what to lower."""
+    longest = max(len(s.prompt_ids) for s in batch)
+    nodes = int(getattr(strategy, "max_nodes", 0) or 0)
+    capacity = longest + gen.max_new_tokens + nodes + 2
+    sizes = f"prompt {longest} tokens, batch {len(batch)}, max_new_tokens {gen.max_new_tokens}" + (
+        f", {nodes} draft nodes per round" if nodes else ""
+    )
+    cache = kv_cache_bytes(target, len(batch), capacity)
+    if cache is not None:
+        sizes += f"; target KV cache {cache / GIB:.2f} GiB for {capacity} positions"
+    return (
+        f"{what}GPU out of memory on sample {batch[0].id} ({sizes}){device_memory(target.device)}; "
+        "lower generation.max_new_tokens, batch_size, the prompt length (data.prompt_tokens, "
+        "or a shorter prompt set) or the tree (decode.tree_shape / decode.gamma)"
+    )
+
+
+def kv_cache_bytes(target, batch: int, capacity: int) -> int | None:
+    """Bytes of the target's keys and values for ``batch`` rows of ``capacity`` positions."""
+    try:
+        elem = torch.empty((), dtype=target.dtype).element_size()
+        per_position = 2 * target.n_layers * target.n_kv_heads * target.head_dim * elem
+    except (AttributeError, TypeError):
+        return None
+    return per_position * batch * capacity
+
+
+def device_memory(device: torch.device) -> str:
+    """`` on a 79.1 GiB card with 1.2 GiB free`` (empty off CUDA or on failure)."""
+    if device.type != "cuda":
+        return ""
+    try:
+        free, total = torch.cuda.mem_get_info(device)
+    except RuntimeError:
+        return ""
+    return f" on a {total / GIB:.1f} GiB card with {free / GIB:.1f} GiB free"
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming
+
+
+def saved_config(cfg: DictConfig) -> dict:
+    """The resolved config as it is written to files: secrets redacted, JSON types."""
+    config = redact_config(OmegaConf.to_container(cfg, resolve=True))
+    return json.loads(json.dumps(config, default=str))
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore=()) -> list[str]:
+    """Dotted keys whose values differ (keys under ``ignore`` are skipped)."""
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if a.get(k) != b.get(k) and not any(_under(k, i) for i in ignore)]
+
+
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + ".")
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, Mapping) and obj:
+        flat: dict[str, Any] = {}
+        for k, v in obj.items():
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        return flat
+    return {prefix.rstrip("."): obj}
+
+
+def check_resumable(out: Path, config: dict) -> None:
+    """ValueError when the run dir holds a run of another config (results would mix)."""
+    previous = read_json(out / RUN_CONFIG)
+    if previous is None:
+        summary = read_json(out / "summary.json")
+        previous = summary.get("config") if isinstance(summary, dict) else None
+    if not isinstance(previous, dict):
+        return
+    diff = config_diff(previous, config, ignore=RESUME_FREE)
+    if diff:
+        key = diff[0]
+        old, new = _flatten(previous).get(key), _flatten(config).get(key)
+        raise ValueError(
+            f"resume=true but {out} holds a run with another config ({key}: {old!r} there, "
+            f"{new!r} now); resume with the same settings or choose a new hydra.run.dir"
+        )
+
+
+def finished_summary(out: Path, config: dict) -> dict | None:
+    """The summary of a finished run of the same config in ``out``, else None."""
+    summary = read_json(out / "summary.json")
+    if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
+        return None
+    if config_diff(summary["config"], config, ignore=("resume",)):
+        return None
+    return summary
+
+
+@contextmanager
+def stop_on_signals(out: Path) -> Iterator[None]:
+    """SIGTERM (schedulers, ``kill``) ends the run with one line; finished samples stay."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Interrupted(
+            f"stopped by {signal.Signals(signum).name}; finished samples are in "
+            f"{out / 'results.jsonl'}: rerun with resume=true to continue",
+            signum,
+        )
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
 
 
 def record(sample, row, timer: PhaseTimer, tokenizer, batch_index: int, target) -> dict:

@@ -151,11 +151,13 @@ class Trainer:
         log.info("data: %s (%.1fs)", self.data_info, time.perf_counter() - t0)
 
         self.step, self.history, self.evals = 0, [], []
+        self.best: dict[str, Any] | None = None  # weights of the best eval/agree so far
         ckpt = self.work_dir / "checkpoint"
         if cfg.resume:
             self.layer, state = load_checkpoint(ckpt, hf.config, self.device)
             self.step = int(state["step"])
             self.history, self.evals = list(state["history"]), list(state["evals"])
+            self.best = state.get("best")
             log.info("resumed from %s at step %d", ckpt, self.step)
         else:
             if ckpt.exists():
@@ -254,6 +256,11 @@ class Trainer:
         )
         m["eval/seconds"] = time.perf_counter() - t0
         self.evals.append({"step": step, **m})
+        if t.eval.keep_best and (self.best is None or m["eval/agree"] > self.best["agree"]):
+            weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in self.layer.state_dict().items()
+            }
+            self.best = {"step": step, "agree": m["eval/agree"], "weights": weights}
         log.info("eval @%d: %s", step, {k: round(v, 4) for k, v in m.items()})
         self.tracker.log(m, step)
         return m
@@ -264,6 +271,7 @@ class Trainer:
             "optimizer": self.opt.state_dict(),
             "history": self.history,
             "evals": self.evals,
+            "best": self.best,
         }
 
     def metrics(self, final: dict | None = None) -> dict[str, Any]:
@@ -278,6 +286,9 @@ class Trainer:
             "evals": self.evals,
             "seconds_per_step": self.seconds_per_step,
         }
+
+    def evals_at(self, step: int) -> dict[str, Any]:
+        return next(e for e in reversed(self.evals) if e["step"] == step)
 
     def save(self) -> None:
         save_checkpoint(
@@ -333,6 +344,14 @@ class Trainer:
                 return self.metrics()
         bar.close()
         final = self.run_eval(self.step) if t.eval.final else {}
+        self.save()  # the resume point: the last training state
+        exported = self.step
+        if t.eval.keep_best and self.best is not None and self.best["step"] != self.step:
+            exported = self.best["step"]
+            self.layer.load_state_dict(self.best["weights"])
+            final = {k: v for k, v in self.evals_at(exported).items() if k != "step"}
+            log.info("exporting the weights of step %d (best eval/agree)", exported)
+        final["exported_step"] = exported
         if t.eval.tau_prompts:
             t0 = time.perf_counter()
             prompts = eval_prompts(
@@ -355,7 +374,6 @@ class Trainer:
             self.tracker.log(taus, self.step)
         final["train/seconds_per_step"] = self.seconds_per_step
         metrics = self.metrics(final)
-        self.save()
         export_draft(
             self.save_path,
             self.layer,
@@ -364,7 +382,7 @@ class Trainer:
             metrics,
             DTYPES[t.save_dtype],
             model_card(self.cfg.model.name, self.cfg, metrics),
-            extra={"step": self.step, "dtype": t.save_dtype, "train": t.name},
+            extra={"step": exported, "dtype": t.save_dtype, "train": t.name},
         )
         log.info("draft saved to %s", self.save_path)
         self.tracker.finish({k: v for k, v in final.items() if v is not None})

@@ -1,0 +1,547 @@
+"""Config checks that run before any model loads, and cheap guards used while decoding.
+
+:func:`validate` runs every check of :data:`CHECKS` (small functions, registered with
+``@check``) on a composed run config. Each raises a one-line ``ValueError`` naming the
+setting and what is allowed; ``run.py`` prints it as ``error: ...`` and exits 2.
+
+During decoding, :func:`check_finite` stops a sample whose logits hold NaN or inf and
+:func:`check_output_ids` a sample whose output holds ids outside the vocabulary.
+:func:`redact_config` removes credentials from a config before it is written anywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from longspec.errors import InvalidOutput, NonFiniteLogits
+
+MAX_TREE_NODES = 1024  # draft nodes per round (sum of tree_shape); the paper's tree has 68
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+# Optional packages a component may import, and how to install them.
+INSTALL_HINTS = {
+    "flash_attn": "pip install longspec[gpu]",
+    "submitit": "pip install longspec[slurm]",
+    "hydra_plugins": "pip install longspec[slurm]",
+}
+# Packages that only work on a CUDA device.
+CUDA_ONLY = ("flash_attn",)
+# Groups whose ``_target_`` must import (the setting named in the error).
+COMPONENTS = ("attention", "decode", "baseline", "data", "logger")
+# Hub ids look like "org/name"; anything else that names a file must exist locally.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+")
+# Environment variables whose values count as secrets, by name.
+SECRET_ENV_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+MIN_SECRET_LEN = 8  # shorter values ("1", "true") are flags, not credentials
+
+Check = Callable[[DictConfig], None]
+CHECKS: list[Check] = []
+
+
+def check(fn: Check) -> Check:
+    """Register a config check (run in registration order)."""
+    CHECKS.append(fn)
+    return fn
+
+
+def validate(cfg: DictConfig) -> None:
+    """Run every registered check; the first problem raises a one-line ValueError."""
+    for fn in CHECKS:
+        try:
+            fn(cfg)
+        except OmegaConfBaseException as err:  # an interpolation that does not resolve, ...
+            raise ValueError(f"config error: {_first_line(err)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _get(cfg: Any, key: str) -> Any:
+    """The value at a dotted key, or None when absent."""
+    return OmegaConf.select(cfg, key, default=None) if cfg is not None else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _require_int(name: str, value: Any, low: int, what: str = "") -> None:
+    """ValueError unless ``value`` is an integer >= low."""
+    if not _is_int(value) or value < low:
+        bound = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {bound}{what}, got {value!r}")
+
+
+def _decode_nodes(cfg: DictConfig) -> Iterator[tuple[str, DictConfig]]:
+    """("decode", cfg.decode) and ("baseline", cfg.baseline) when set."""
+    for name in ("decode", "baseline"):
+        node = _get(cfg, name)
+        if isinstance(node, DictConfig):
+            yield name, node
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    return bool(HUB_ID.fullmatch(path)) and not Path(path).expanduser().exists()
+
+
+def _readable_file(name: str, path: Any) -> Path:
+    """``path`` as a Path; ValueError naming the setting if it is not a readable file."""
+    p = Path(str(path)).expanduser()
+    if not p.exists():
+        raise ValueError(f"{name}={path} does not exist")
+    if not p.is_file():
+        raise ValueError(f"{name}={path} is not a file")
+    try:
+        with p.open("rb") as f:
+            f.read(1)
+    except OSError as err:
+        raise ValueError(f"{name}={path} cannot be read: {err.strerror or err}") from None
+    return p
+
+
+def _readable_dir(name: str, path: Any) -> Path:
+    p = Path(str(path)).expanduser()
+    if not p.is_dir():
+        what = "is not a directory" if p.exists() else "does not exist"
+        raise ValueError(f"{name}={path} {what}")
+    if not os.access(p, os.R_OK | os.X_OK):
+        raise ValueError(f"{name}={path} cannot be read (permission denied)")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks (registration order = the order a user sees problems in)
+
+
+@check
+def complete(cfg: DictConfig) -> None:
+    """Every ``???`` value is set."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        key = missing[0]
+        group = key.split(".")[0]
+        choice = _choice(group)
+        where = f" (required by {group}={choice})" if choice else ""
+        raise ValueError(f"{key} is not set{where}: add {key}=... to the command line")
+
+
+def _choice(group: str) -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.choices.get(group)
+    except ValueError:
+        return None
+
+
+@check
+def device(cfg: DictConfig) -> None:
+    """device is auto/cpu/cuda/cuda:N, and a CUDA device exists when asked for."""
+    name = cfg.device
+    if not isinstance(name, str) or not DEVICE.fullmatch(name):
+        raise ValueError(f"device={name} is not one of auto, cpu, cuda, cuda:N")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={name} but no CUDA GPU is visible (torch.cuda.is_available() is "
+                "False); use device=cpu or device=auto"
+            )
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={name} but only {torch.cuda.device_count()} CUDA device(s) are "
+                f"visible: use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+
+
+@check
+def dtype(cfg: DictConfig) -> None:
+    for key in ("dtype", "model.dtype"):
+        value = _get(cfg, key)
+        if key == "model.dtype" and value is None:
+            continue
+        if value not in DTYPES:
+            raise ValueError(f"{key}={value} is not one of {', '.join(DTYPES)}")
+
+
+@check
+def run_settings(cfg: DictConfig) -> None:
+    _require_int("batch_size", cfg.batch_size, 1)
+    if not _is_int(cfg.seed) or not -(2**63) <= cfg.seed < 2**64:
+        raise ValueError(f"seed must be an integer in [-2**63, 2**64), got {cfg.seed!r}")
+
+
+@check
+def model_context(cfg: DictConfig) -> None:
+    context = _get(cfg, "model.context")
+    if context is not None:
+        _require_int("model.context", context, 2, " or null (the model's)")
+
+
+@check
+def generation(cfg: DictConfig) -> None:
+    """max_new_tokens in [1, model.context), temperature >= 0, top_p in (0, 1]."""
+    gen = cfg.generation
+    context = _get(cfg, "model.context")
+    _require_int("generation.max_new_tokens", gen.max_new_tokens, 1)
+    if _is_int(context) and gen.max_new_tokens >= context:
+        raise ValueError(
+            f"generation.max_new_tokens={gen.max_new_tokens} must be below "
+            f"model.context={context} (the prompt needs room too)"
+        )
+    t = gen.temperature
+    if not _is_number(t) or not math.isfinite(t) or t < 0:
+        raise ValueError(f"generation.temperature must be >= 0 (0 = greedy), got {t!r}")
+    p = gen.top_p
+    if not _is_number(p) or not 0 < p <= 1:
+        raise ValueError(f"generation.top_p must be in (0, 1], got {p!r}")
+
+
+@check
+def tree_shape(cfg: DictConfig) -> None:
+    """A non-empty list of positive integers with at most MAX_TREE_NODES nodes in all."""
+    for prefix, node in _decode_nodes(cfg):
+        if "tree_shape" not in node:
+            continue
+        name = f"{prefix}.tree_shape"
+        shape = node.tree_shape
+        example = "e.g. [4,16,16,16,16]"
+        if not isinstance(shape, ListConfig | list) or len(shape) == 0:
+            raise ValueError(
+                f"{name} must be a non-empty list of nodes per level ({example}), got {shape!r}"
+            )
+        for level, width in enumerate(shape, start=1):
+            if not _is_int(width) or width < 1:
+                raise ValueError(
+                    f"{name} level {level} is {width!r}: every level must be a positive "
+                    f"integer ({example})"
+                )
+        if sum(shape) > MAX_TREE_NODES:
+            raise ValueError(
+                f"{name} has {sum(shape)} nodes; at most {MAX_TREE_NODES} draft nodes per "
+                "round are allowed"
+            )
+
+
+@check
+def decode_numbers(cfg: DictConfig) -> None:
+    """gamma, window, sink, prompt_lookup_num_tokens of decode (and baseline)."""
+    for prefix, node in _decode_nodes(cfg):
+        if "gamma" in node:
+            _require_int(f"{prefix}.gamma", node.gamma, 1, " (draft tokens per round)")
+            if node.gamma > MAX_TREE_NODES:
+                raise ValueError(f"{prefix}.gamma={node.gamma} is above {MAX_TREE_NODES}")
+        if "window" in node:
+            _require_int(f"{prefix}.window", node.window, 1)
+        if "sink" in node:
+            _require_int(f"{prefix}.sink", node.sink, 0)
+        lookup = node.get("prompt_lookup_num_tokens")
+        if lookup is not None:
+            _require_int(f"{prefix}.prompt_lookup_num_tokens", lookup, 1, " or null")
+
+
+@check
+def model_target(cfg: DictConfig) -> None:
+    """The target's files, when they are local."""
+    spec = _get(cfg, "model.target")
+    if spec is None:
+        raise ValueError("model.target is not set: pick a model=... option")
+    if spec.get("tiny"):
+        return
+    path, package, gguf = spec.get("path"), spec.get("package"), spec.get("gguf_file")
+    if path is None and package is None:
+        raise ValueError("model.target needs one of path / package / tiny")
+    root = _package_path("model.target", path, package)
+    if root is None:
+        return  # a hub id: checked when it downloads
+    if gguf:
+        _readable_file("model.target.gguf_file", root / gguf)
+    elif not root.exists():
+        raise ValueError(f"model.target.path={root} does not exist")
+
+
+def _package_path(name: str, path: str | None, package: str | None) -> Path | None:
+    """Local path of a (path, package) spec; None for a hub id."""
+    if package is not None:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            from longspec.loading import INSTALL_HINTS as MODEL_HINTS
+
+            hint = MODEL_HINTS.get(package, f"install the package providing {package!r}")
+            raise ValueError(f"{name}.package={package} is not installed; run: {hint}")
+        return Path(next(iter(spec.submodule_search_locations))) / (path or "")
+    if _looks_like_hub_id(str(path)):
+        return None
+    return Path(str(path)).expanduser()
+
+
+@check
+def draft(cfg: DictConfig) -> None:
+    """model.draft.path exists, holds weights, and fits the target where that is known."""
+    spec = _get(cfg, "model.draft")
+    if spec is None or spec.get("path") is None:
+        return
+    where = "model.draft.path"
+    root = _package_path("model.draft", spec.get("path"), spec.get("package"))
+    if root is None:
+        return  # a hub id
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise ValueError(f"{where}={root} {what} (a GLIDE checkpoint dir)")
+    if not any(root.glob("*.safetensors")) and not any(root.glob("*.bin")):
+        raise ValueError(f"{where}={root} holds no *.safetensors or *.bin weights")
+    draft_cfg_file = root / "config.json"
+    target_dims = _known_target_dims(cfg)
+    if draft_cfg_file.is_file() and target_dims:
+        from longspec.models.glide_io import check_fits
+
+        draft_dims = json.loads(draft_cfg_file.read_text())
+        # Dimensions unknown before loading compare equal (they are checked at load time).
+        check_fits(draft_dims, SimpleNamespace(**{**draft_dims, **target_dims}), str(root))
+
+
+FIT_KEYS = (
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "vocab_size",
+)
+
+
+def _known_target_dims(cfg: DictConfig) -> dict[str, Any]:
+    """The target's dimensions that are known without loading it (tiny spec, local config)."""
+    spec = _get(cfg, "model.target")
+    if spec is None:
+        return {}
+    if spec.get("tiny"):
+        from longspec.models.tiny import DEFAULTS
+
+        tiny = {**DEFAULTS, **OmegaConf.to_container(spec.tiny)}
+        return {k: tiny[k] for k in FIT_KEYS if k in tiny}
+    if spec.get("gguf_file") or spec.get("path") is None:
+        return {}
+    config = Path(str(spec.path)).expanduser() / "config.json"
+    if spec.get("package") is None and config.is_file():
+        try:
+            data = json.loads(config.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: data[k] for k in FIT_KEYS if k in data}
+    return {}
+
+
+@check
+def components(cfg: DictConfig) -> None:
+    """Each group's ``_target_`` imports; a missing optional package names its extra."""
+    for group in COMPONENTS:
+        node = _get(cfg, group)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        target = str(node._target_)
+        _require_importable(group, target)
+        if group == "attention":
+            _check_cuda_only(cfg, target)
+
+
+def _require_importable(group: str, target: str) -> None:
+    module_name, _, attr = target.rpartition(".")
+    choice = _choice(group)
+    setting = f"{group}={choice}" if choice else f"{group}._target_={target}"
+    try:
+        module = importlib.import_module(module_name or target)
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").split(".")[0]
+        if missing and missing != "longspec":
+            hint = INSTALL_HINTS.get(missing, f"pip install {missing}")
+            raise ValueError(f"{setting} needs the package {missing!r}: {hint}") from None
+        raise ValueError(f"{setting}: {target} does not exist") from None
+    except ImportError as err:
+        raise ValueError(f"{setting}: cannot import {target} ({_first_line(err)})") from None
+    if attr and not hasattr(module, attr):
+        raise ValueError(f"{setting}: {module_name} has no {attr!r}")
+
+
+def _check_cuda_only(cfg: DictConfig, target: str) -> None:
+    for package in CUDA_ONLY:
+        needs = package in target or package.replace("_", "") in target.replace("_", "")
+        if not needs:
+            continue
+        if importlib.util.find_spec(package) is None:
+            raise ValueError(
+                f"attention={_choice('attention') or target} needs the package {package!r}: "
+                f"{INSTALL_HINTS[package]}"
+            )
+        if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+            raise ValueError(f"attention={_choice('attention') or target} needs a CUDA device")
+
+
+@check
+def data(cfg: DictConfig) -> None:
+    """data.* files and folders exist and are readable; counts are sane."""
+    node = _get(cfg, "data")
+    if not isinstance(node, DictConfig):
+        raise ValueError("data is not set: pick a data=... option")
+    num = node.get("num_samples")
+    if num is not None:
+        _require_int("data.num_samples", num, 0, " or null (all)")
+    tokens = node.get("prompt_tokens")
+    if tokens is not None:
+        _require_int("data.prompt_tokens", tokens, 1)
+        context = _get(cfg, "model.context")
+        budget = context - cfg.generation.max_new_tokens if _is_int(context) else None
+        if budget is not None and tokens > budget:
+            raise ValueError(
+                f"data.prompt_tokens={tokens} does not fit: model.context={context} - "
+                f"generation.max_new_tokens={cfg.generation.max_new_tokens} leaves {budget}"
+            )
+    if node.get("root") is not None:
+        _readable_dir("data.root", node.root)
+    target = str(node.get("_target_", ""))
+    if target.endswith("LongBenchDataset"):
+        from longspec.data.longbench import TASKS
+
+        if node.get("task") not in TASKS:
+            raise ValueError(f"data.task={node.get('task')} is not one of {', '.join(TASKS)}")
+    if node.get("dir") is not None:
+        folder = _readable_dir("data.dir", node.dir)
+        if node.get("task") is not None:
+            task_file = folder / f"{node.task}.jsonl"
+            if not task_file.exists():
+                raise ValueError(
+                    f"data.dir={node.dir} has no {task_file.name} (data.task={node.task}); "
+                    f"write it with: python -m longspec.data.convert_longbench --task "
+                    f"{node.task} --out {node.dir}"
+                )
+            _check_jsonl("data.dir", _readable_file("data.dir", task_file))
+    if node.get("path") is not None:
+        _check_jsonl("data.path", _readable_file("data.path", node.path), node.get("_target_"))
+
+
+def _check_jsonl(name: str, path: Path, target: str | None = None) -> None:
+    """Every line of a JSON Lines file parses (prompt files: every line has a prompt)."""
+    from longspec.data.jsonl import parse_prompt_records, read_bytes, read_jsonl
+
+    if target and target.endswith("JsonlDataset"):
+        parse_prompt_records(read_bytes(path), str(path))
+    else:
+        for _ in read_jsonl(path):
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Guards while decoding
+
+
+def finite_rows(logits: torch.Tensor) -> torch.Tensor:
+    """(B,) bool on the logits' device, True where a row's logits are all finite.
+
+    No host sync: inside a captured graph, return it with the round's output and test it on
+    the host with :func:`raise_if_not_finite` after the round's one device-to-host copy.
+    """
+    finite = torch.isfinite(logits)
+    return finite.flatten(1).all(1) if logits.dim() > 1 else finite.all()[None]
+
+
+def check_finite(
+    logits: torch.Tensor, sample_id: str | Sequence[str] | None = None, step: int = 0
+) -> None:
+    """Raise :class:`NonFiniteLogits` if ``logits`` holds NaN or inf (one host sync).
+
+    ``logits``: (B, ...) with one row per sample (or unbatched). ``sample_id``: the sample's
+    id, one id per row, or None (the error then names the batch row; the runner re-raises it
+    with the sample's id). ``step``: the decode step (0 = prefill, then the round number).
+    """
+    if bool(torch.isfinite(logits).all()):
+        return
+    flags = finite_rows(logits).tolist()
+    row = flags.index(False)
+    bad = logits[row] if logits.dim() > 1 else logits
+    nan, inf = int(torch.isnan(bad).sum()), int(torch.isinf(bad).sum())
+    raise _non_finite(_row_id(sample_id, row), row, step, nan, inf, bad.numel(), logits.dtype)
+
+
+def raise_if_not_finite(
+    flags: Sequence[bool], sample_id: str | Sequence[str] | None = None, step: int = 0
+) -> None:
+    """Host side of :func:`finite_rows`: raise for the first row whose flag is False."""
+    for row, ok in enumerate(flags):
+        if not ok:
+            raise _non_finite(_row_id(sample_id, row), row, step, None, None, None, None)
+
+
+def _row_id(sample_id: str | Sequence[str] | None, row: int) -> str | None:
+    if sample_id is None or isinstance(sample_id, str):
+        return sample_id
+    return str(sample_id[row])
+
+
+def _non_finite(sample_id, row, step, nan, inf, total, dtype) -> NonFiniteLogits:
+    what = f"{nan} NaN and {inf} inf of {total} values" if total is not None else "NaN or inf"
+    who = f"sample {sample_id}" if sample_id is not None else f"batch row {row}"
+    hint = "; try dtype=bfloat16 or dtype=float32" if dtype == torch.float16 else ""
+    return NonFiniteLogits(
+        f"non-finite logits ({what}) for {who} at decode step {step}{hint}",
+        sample_id=sample_id,
+        step=step,
+        row=row,
+    )
+
+
+def with_sample_id(err: NonFiniteLogits, sample_id: str) -> NonFiniteLogits:
+    """The same error naming the sample instead of the batch row."""
+    message = str(err).replace(f"batch row {err.row}", f"sample {sample_id}", 1)
+    return NonFiniteLogits(message, sample_id=sample_id, step=err.step, row=err.row)
+
+
+def check_output_ids(output_ids: Sequence[Any], vocab_size: int | None, sample_id: str) -> None:
+    """Raise :class:`InvalidOutput` unless every id is an int in [0, vocab_size)."""
+    for pos, tok in enumerate(output_ids):
+        if not _is_int(tok) or tok < 0 or (vocab_size is not None and tok >= vocab_size):
+            raise InvalidOutput(
+                f"sample {sample_id}: output id {tok!r} at position {pos} is not a token id "
+                f"in [0, {vocab_size})"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets
+
+
+def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
+    """Values of environment variables whose names say they are credentials
+    (``*TOKEN*``, ``*KEY*``, ``*SECRET*``, ...), longest first; short values are ignored."""
+    env = os.environ if env is None else env
+    values = {v for k, v in env.items() if SECRET_ENV_NAME.search(k) and len(v) >= MIN_SECRET_LEN}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact_config(obj: Any, env: Mapping[str, str] | None = None) -> Any:
+    """A copy of a config container with credentials replaced by ``<redacted>``: values under
+    secret-looking keys, token-shaped strings, and the values of secret environment variables
+    wherever they occur."""
+    from longspec.tracking import redact
+
+    return redact(obj, secret_values(env))
