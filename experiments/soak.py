@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. batch_size=2")
     args = parser.parse_args(argv)
+    out = Path(args.out).resolve()  # before the run changes the working directory
 
     import torch
     from hydra import compose, initialize_config_dir
@@ -159,11 +160,15 @@ def main(argv: list[str] | None = None) -> int:
             cfg = compose("config", overrides=overrides)
         run_dir = tmp_dir / "run"
         run_dir.mkdir()
+        cwd = Path.cwd()
         os.chdir(run_dir)  # outside Hydra the runner writes into the working directory
-        rss_start = rss_bytes()
-        start = time.perf_counter()
-        runner.run(cfg)
-        wall = time.perf_counter() - start
+        try:
+            rss_start = rss_bytes()
+            start = time.perf_counter()
+            runner.run(cfg)
+            wall = time.perf_counter() - start
+        finally:
+            os.chdir(cwd)
         summary = json.loads((run_dir / "summary.json").read_text())
 
     report = {
@@ -191,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": [t - times[0] for t in times] if times else [],
         },
     }
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
 

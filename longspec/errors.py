@@ -1,11 +1,13 @@
 """Bad input ends a run with one clear line and a non-zero exit, not a traceback.
 
-Two kinds of error get that treatment:
+Three kinds of error get that treatment:
 
 - user errors: the config or an input file is wrong (``ValueError`` and friends);
 - :class:`RunError`: the run cannot go on for a reason its message explains (the GPU ran
-  out of memory, the logits went NaN, the process was asked to stop). Finished samples are
-  already on disk; ``resume=true`` continues.
+  out of memory, the logits went NaN);
+- :class:`Interrupted`: SIGTERM (a scheduler, ``kill``); exit status 128 + signal.
+
+Finished samples are already on disk in every case; ``resume=true`` continues.
 
 Anything else is a bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` shows the trace of
 every error.
@@ -48,12 +50,20 @@ class InvalidOutput(RunError):
     """A decoder returned ids outside the vocabulary (a bug, reported with the sample)."""
 
 
-class Interrupted(RunError):
-    """SIGTERM/SIGINT: stopped between samples' writes; ``resume=true`` continues."""
+class Interrupted(SystemExit):
+    """SIGTERM: the run stops; ``resume=true`` continues it.
+
+    A ``SystemExit`` (not an ``Exception``), so that in a sweep it ends the whole sweep rather
+    than being recorded as one failed job while the next one starts.
+    """
 
     def __init__(self, message: str, signum: int):
-        super().__init__(message)
+        super().__init__(128 + signum)
+        self.message = message
         self.exit_code = 128 + signum
+
+    def __str__(self) -> str:
+        return self.message
 
 
 # Errors that mean "the user asked for something wrong" (or the run cannot go on, and says
@@ -64,6 +74,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PermissionError,
     DraftMismatchError,
     RunError,
+    Interrupted,
 )
 
 
@@ -78,7 +89,7 @@ def exit_on_user_error(fn: Callable[..., int], *args: Any) -> int:
     try:
         return fn(*args)
     except USER_ERRORS as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" and not isinstance(err, Interrupted):
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(getattr(err, "exit_code", 2))
