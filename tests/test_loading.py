@@ -110,7 +110,7 @@ def test_draft_path_relative_to_package() -> None:
     expected = Path(loading.__file__).parent / "assets" / "glide-smollm2"
     assert Path(resolve_draft_path(draft)) == expected
     assert resolve_draft_path({"path": None, "package": None}) is None
-    assert resolve_draft_path(model_cfg("smollm2").draft) is None
+    assert Path(resolve_draft_path(model_cfg("smollm2").draft)) == expected  # shipped draft
 
 
 def test_missing_package_names_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
