@@ -16,6 +16,17 @@ class GenerationConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    """What one job needs from the node.
+
+    ``gpus_per_job``: GPUs locked per job by ``hydra/launcher=gpus``; above 1 the target is
+    split over them layer by layer (``device_map="auto"``, see ``longspec.placement``).
+    """
+
+    gpus_per_job: int = 1
+
+
+@dataclass
 class RunConfig:
     """Top-level settings; the groups (model, decode, data, attention, logger) are free-form
     dicts with a ``_target_`` where a component is swappable."""
@@ -26,6 +37,7 @@ class RunConfig:
     attention: Any = None
     logger: Any = None
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"

@@ -194,6 +194,28 @@ def run_settings(cfg: DictConfig) -> None:
 
 
 @check
+def resources(cfg: DictConfig) -> None:
+    """resources.gpus_per_job >= 1; above 1 that many CUDA GPUs are visible to the job."""
+    per_job = _get(cfg, "resources.gpus_per_job")
+    if per_job is None:
+        return
+    _require_int("resources.gpus_per_job", per_job, 1)
+    if per_job == 1:
+        return
+    if cfg.device == "cpu" or str(cfg.device).startswith("cuda:"):
+        raise ValueError(
+            f"resources.gpus_per_job={per_job} splits the model over the job's GPUs: use "
+            f"device=auto or device=cuda, not device={cfg.device}"
+        )
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible < per_job:
+        raise ValueError(
+            f"resources.gpus_per_job={per_job} but this job sees {visible} CUDA GPU(s); "
+            "lower it or run on a node with more GPUs"
+        )
+
+
+@check
 def model_context(cfg: DictConfig) -> None:
     context = _get(cfg, "model.context")
     if context is not None:

@@ -54,6 +54,27 @@ def test_gpu_slots_and_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
     assert num_slots(1) == 1  # no GPU: one job at a time
 
 
+def test_resources_gpus_per_job_drives_the_lock_and_n_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from longspec.config import register
+
+    register()
+    monkeypatch.setenv(FAKE_GPUS_ENV, "4")
+    for per_job, n_jobs in ((1, 4), (2, 2)):
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(
+                "config",
+                overrides=["hydra/launcher=gpus", f"resources.gpus_per_job={per_job}"],
+                return_hydra_config=True,
+            )
+        assert cfg.hydra.callbacks.gpu_lock.gpus_per_job == per_job
+        assert cfg.hydra.launcher.n_jobs == n_jobs
+        assert GpuLock(gpu_ids=["0", "1", "2", "3"])._per_job(cfg) == per_job
+
+
 def test_slot_locks_are_exclusive_and_all_or_nothing(tmp_path: Path) -> None:
     first = try_slot(tmp_path, ["0", "1"])
     assert first is not None

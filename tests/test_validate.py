@@ -151,6 +151,31 @@ def test_cuda_without_gpu(base: DictConfig, device: str) -> None:
     assert message and f"device={device} but no CUDA GPU is visible" in message
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"resources__gpus_per_job": 0}, "resources.gpus_per_job must be a positive integer"),
+        ({"resources__gpus_per_job": 2, "device": "cpu"}, "use device=auto or device=cuda"),
+    ],
+)
+def test_bad_resources(base: DictConfig, values, expected) -> None:
+    message = error_of(with_values(base, **values))
+    assert message is not None and expected in message, message
+
+
+def test_gpus_per_job_above_the_visible_gpus(base: DictConfig, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert error_of(with_values(base, resources__gpus_per_job=2)) is None
+    split_one = error_of(with_values(base, resources__gpus_per_job=2, device="cuda:1"))
+    assert split_one and "not device=cuda:1" in split_one
+    message = error_of(with_values(base, resources__gpus_per_job=3))
+    assert message == (
+        "resources.gpus_per_job=3 but this job sees 2 CUDA GPU(s); lower it or run on a node "
+        "with more GPUs"
+    )
+
+
 def test_missing_package_names_the_extra(base: DictConfig, monkeypatch) -> None:
     import importlib.util
 
