@@ -126,6 +126,8 @@ def test_hybrid_float16_on_gpu(prefix_len, n_new):
         vn.cpu(),
         mask.cpu(),
     )
-    for backend in BACKENDS.values():
+    from longspec.attention.triton_hybrid import TritonHybridAttention
+
+    for backend in [*BACKENDS.values(), TritonHybridAttention(min_prefix=0)]:
         out = backend(q, prefix, kn, vn, mask).cpu().double()
         assert (out - ref).abs().max() <= 2e-3

@@ -1,0 +1,88 @@
+"""Checks of the Triton split-KV kernel, run by test_split_kernel.py under TRITON_INTERPRET=1.
+
+Not collected on their own: the interpreter must be switched on before triton compiles
+anything, so these run in a subprocess of their own.
+"""
+
+import os
+
+import pytest
+import torch
+
+from longspec.attention.base import Prefix
+from longspec.attention.eager import eager_attention, masked_attention_lse
+from longspec.attention.split_kernel import split_attention_lse
+from longspec.attention.triton_hybrid import TritonHybridAttention
+from longspec.decoding.glide import TreeDecoding
+from longspec.decoding.sampling import Generation
+from longspec.decoding.vanilla import Vanilla
+from longspec.models.glide_io import random_glide
+from longspec.models.target import TargetModel
+from longspec.tree import ancestor_mask
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_split_kernel.py"
+
+
+def visible(lengths: torch.Tensor, n_keys: int, keep: torch.Tensor | None) -> torch.Tensor:
+    """(B, S) bool: keys below each row's length, and kept."""
+    vis = torch.arange(n_keys)[None, :] < lengths[:, None]
+    return vis if keep is None else vis & keep
+
+
+@pytest.mark.parametrize("groups", [(4, 4), (6, 2), (8, 1)])
+@pytest.mark.parametrize("n_tokens", [1, 5, 20])
+@pytest.mark.parametrize("with_keep", [False, True])
+def test_split_kernel_matches_masked_math(groups, n_tokens, with_keep):
+    gen = torch.Generator().manual_seed(n_tokens * 7 + groups[0])
+    hq, hkv = groups
+    q = torch.randn(3, hq, n_tokens, 16, generator=gen)
+    k, v = torch.randn(2, 3, hkv, 200, 16, generator=gen)
+    lengths = torch.tensor([200, 71, 0])
+    keep = torch.rand(3, 200, generator=gen) > 0.4 if with_keep else None
+    out, lse = split_attention_lse(q, k, v, lengths, keep)
+    vis = visible(lengths, 200, keep)[:, None, None, :]  # (B, 1, 1, S)
+    ref_out, ref_lse = masked_attention_lse(q, k, v, vis)
+    assert (out - ref_out).abs().max() <= 1e-5
+    assert torch.equal(lse.isinf(), ref_lse.isinf())
+    finite = ref_lse.isfinite()
+    assert (lse[finite] - ref_lse[finite]).abs().max() <= 1e-5
+
+
+def test_split_kernel_causal():
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 4, 37, 16, generator=gen)
+    k, v = torch.randn(2, 2, 2, 37, 16, generator=gen)
+    out, lse = split_attention_lse(q, k, v, torch.tensor([37, 37]), causal=True)
+    causal = torch.ones(37, 37, dtype=torch.bool).tril()
+    ref_out, ref_lse = masked_attention_lse(q, k, v, causal)
+    assert (out - ref_out).abs().max() <= 1e-5
+    assert (lse - ref_lse).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("prefix_len", [1, 130])
+@pytest.mark.parametrize("n_new", [1, 9])
+def test_triton_hybrid_matches_eager(prefix_len, n_new):
+    gen = torch.Generator().manual_seed(prefix_len + n_new)
+    q = torch.randn(2, 4, n_new, 16, generator=gen)
+    k, v = torch.randn(2, 2, 2, 160, 16, generator=gen)
+    kn, vn = torch.randn(2, 2, 2, n_new, 16, generator=gen)
+    parents = torch.tensor([[-1] + [i // 2 for i in range(n_new - 1)]] * 2)
+    mask = ancestor_mask(parents)  # (B, T, T)
+    prefix = Prefix(k, v, torch.tensor([prefix_len, max(prefix_len // 2, 1)]))
+    backend = TritonHybridAttention(min_prefix=0)
+    for new_mask in (mask, None):
+        ref = eager_attention(q, prefix, kn, vn, new_mask)
+        assert (backend(q, prefix, kn, vn, new_mask) - ref).abs().max() <= 1e-5
+
+
+def test_decoding_with_the_kernel_is_lossless(tiny_llama):
+    model, _ = tiny_llama
+    target = TargetModel(model, TritonHybridAttention(min_prefix=0), static=True)
+    reference = TargetModel(model, eager_attention)
+    gen = Generation(max_new_tokens=12, eos_ids=())
+    prompts = [torch.randint(3, target.vocab_size, (n,)).tolist() for n in (29, 11)]
+    want = [r.output_ids for r in Vanilla().generate(reference, prompts, gen, pad_id=0)]
+    draft = random_glide(model.config, 0, target.dtype, target.device)
+    for strategy in (Vanilla(), TreeDecoding(draft, (2, 2))):
+        got = [r.output_ids for r in strategy.generate(target, prompts, gen, pad_id=0)]
+        assert got == want
