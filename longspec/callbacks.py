@@ -89,14 +89,13 @@ class RecordFailures(Callback):
     ``on_multirun_end`` (no aggregation) and hides the other failures. This callback marks
     the failed job's return as handled after writing its reason; at the end of the sweep it
     exits with ``exit_code`` when any job of this sweep failed (0 to disable).
-    User errors that the entry point turns into ``sys.exit`` are raised as exceptions inside
-    a sweep (``HYDRA_FULL_ERROR=1``), so they are recorded like any other failure.
+    User errors reach it as exceptions too: inside a sweep the entry point raises them
+    rather than exiting (``longspec.errors.exit_on_user_error``).
     """
 
     def __init__(self, exit_code: int = 1):
         self.exit_code = exit_code
         self._started = 0.0
-        self._saved_env: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._started = time.time()
@@ -105,13 +104,10 @@ class RecordFailures(Callback):
         if not is_multirun(config):
             return
         (job_dir_of(config) / ERROR_FILE).unlink(missing_ok=True)  # stale, from a rerun
-        self._saved_env = os.environ.get("HYDRA_FULL_ERROR")
-        os.environ["HYDRA_FULL_ERROR"] = "1"
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not is_multirun(config):
             return
-        _restore_env("HYDRA_FULL_ERROR", self._saved_env)
         if job_return.status != JobStatus.FAILED:
             return
         err = job_return._return_value
@@ -124,13 +120,6 @@ class RecordFailures(Callback):
         if failed and self.exit_code:
             log.error("%d job(s) failed: %s", len(failed), ", ".join(map(str, failed)))
             sys.exit(self.exit_code)
-
-
-def _restore_env(name: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
 
 
 def recent_errors(sweep_dir: Path, since: float) -> list[Path]:

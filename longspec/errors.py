@@ -10,7 +10,8 @@ Three kinds of error get that treatment:
 Finished samples are already on disk in every case; ``resume=true`` continues.
 
 Anything else is a bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` shows the trace of
-every error.
+every error. In a multirun the error of a job is raised, not turned into an exit: the sweep
+records the job as failed and goes on (see ``longspec.callbacks.RecordFailures``).
 """
 
 from __future__ import annotations
@@ -83,13 +84,29 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (sweep)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ImportError, ValueError):  # not under @hydra.main
+        return False
+
+
 def exit_on_user_error(fn: Callable[..., int], *args: Any) -> int:
-    """Run fn; on a user error print ``error: <message>`` and exit 2 (trace with
-    HYDRA_FULL_ERROR=1)."""
+    """Run fn; on a user error print ``error: <message>`` and exit 2 (or 128 + signal).
+
+    In a multirun job the error is raised instead, so that Hydra records the job as failed
+    (``longspec.callbacks.RecordFailures`` writes its ``error.txt``) and the sweep goes on;
+    SIGTERM still exits, ending the sweep. ``HYDRA_FULL_ERROR=1`` raises too (full trace).
+    """
     try:
         return fn(*args)
     except USER_ERRORS as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" and not isinstance(err, Interrupted):
+        interrupted = isinstance(err, Interrupted)
+        if not interrupted and (in_multirun() or os.environ.get("HYDRA_FULL_ERROR") == "1"):
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(getattr(err, "exit_code", 2))

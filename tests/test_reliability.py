@@ -440,6 +440,54 @@ def test_run_errors_print_one_line(capsys) -> None:
     assert capsys.readouterr().err == "error: GPU out of memory on sample x (prompt 5 tokens)\n"
 
 
+@pytest.fixture
+def as_hydra_job(monkeypatch: pytest.MonkeyPatch):
+    """Set the running Hydra config's mode (RUN or MULTIRUN) as ``@hydra.main`` would."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from longspec.config import register
+
+    register()
+    holder = HydraConfig.instance()
+    monkeypatch.setattr(holder, "cfg", holder.cfg)  # restored after the test
+
+    def set_mode(mode) -> None:
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[f"hydra.mode={mode.name}"], return_hydra_config=True)
+        holder.set_config(cfg)
+
+    return set_mode
+
+
+def test_user_error_in_a_multirun_job_raises_for_hydra(as_hydra_job, capsys) -> None:
+    """A sweep job's user error is raised (Hydra marks the job failed, the sweep goes on);
+    a single run prints one line and exits 2; SIGTERM exits in both."""
+    from hydra.types import RunMode
+
+    def bad() -> int:
+        raise ValueError("generation.max_new_tokens=5000 must be below model.context=4096")
+
+    as_hydra_job(RunMode.MULTIRUN)
+    with pytest.raises(ValueError, match="must be below"):
+        exit_on_user_error(bad)
+    assert capsys.readouterr().err == ""
+
+    def stopped() -> int:
+        raise Interrupted("stopped by SIGTERM", signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as info:
+        exit_on_user_error(stopped)
+    assert info.value.code == 128 + signal.SIGTERM
+
+    as_hydra_job(RunMode.RUN)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        exit_on_user_error(bad)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: generation.max_new_tokens=5000")
+
+
 def test_config_diff() -> None:
     old = {"a": {"b": 1, "c": [1, 2]}, "resume": False, "data": {"num_samples": 2}}
     new = {"a": {"b": 1, "c": [1, 3]}, "resume": True, "data": {"num_samples": 4}}
