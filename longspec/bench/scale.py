@@ -1,0 +1,58 @@
+"""At-scale decode timings with random weights of real model shapes (no download).
+
+``python -m longspec.bench.scale shape=llama8b contexts=[8192,32768,131072] out=x.json``
+builds the model straight on the device, fills the KV cache to each context and times one
+vanilla step against its memory floor, one tree round, the verification, the tree attention
+of one layer per backend and the cache memory; it prints markdown tables and writes JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from longspec.resolvers import register_resolvers
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def attention_backend(name: str):
+    """conf/attention/<name>.yaml, instantiated."""
+    path = CONF / "attention" / f"{name}.yaml"
+    if not path.exists():
+        options = sorted(p.stem for p in (CONF / "attention").glob("*.yaml"))
+        raise ValueError(f"attention_compare: unknown backend {name!r}; options: {options}")
+    return instantiate(OmegaConf.load(path))
+
+
+def bench(cfg: DictConfig) -> dict:
+    """Run every context of cfg; print the tables; write and return the JSON result."""
+    from longspec.bench.scale_run import run
+
+    result = run(cfg)
+    print(result["tables"])
+    out = Path(cfg.out or Path(HydraConfig.get().runtime.output_dir) / "scale.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result["config"] = OmegaConf.to_container(cfg, resolve=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {out}")
+    return result
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="bench_scale")
+def main(cfg: DictConfig) -> None:
+    from longspec.errors import exit_on_user_error
+
+    exit_on_user_error(lambda c: (bench(c), 0)[1], cfg)
+
+
+if __name__ == "__main__":
+    main()

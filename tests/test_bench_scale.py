@@ -1,0 +1,80 @@
+"""At-scale benchmark: random models built on the device match transformers; the tiny
+shape runs end to end on the CPU with the table/JSON layout and constant draft memory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from transformers import AutoModelForCausalLM
+
+from longspec.attention import eager_attention
+from longspec.bench.scale import bench
+from longspec.bench.scale_setup import kv_bytes
+from longspec.models.random_weights import random_model, shape_config, weight_bytes
+from longspec.models.target import TargetModel
+from longspec.resolvers import register_resolvers
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_random_model_matches_transformers() -> None:
+    config = shape_config("tiny")
+    model = random_model(config, torch.float32, "cpu", seed=1)
+    fresh = AutoModelForCausalLM.from_config(config)  # ordinary init: the reference rotary
+    assert torch.equal(model.model.rotary_emb.inv_freq, fresh.model.rotary_emb.inv_freq)
+    assert model.model.rotary_emb.inv_freq.dtype == torch.float32
+    assert torch.equal(model.model.norm.weight, torch.ones(config.hidden_size))
+    emb = model.get_input_embeddings().weight
+    assert torch.isfinite(emb).all() and 0.01 < float(emb.std()) < 0.03
+    ids = torch.randint(0, config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = model(ids, use_cache=False).logits[:, -1].float()  # (1, V)
+    target = TargetModel(model, eager_attention)
+    ours = target.prefill(ids, torch.tensor([40]), target.new_cache(1, 64))  # (1, V)
+    assert (ours - ref).abs().max() <= 1e-4
+
+
+def test_sizes() -> None:
+    llama = shape_config("llama8b")
+    assert kv_bytes(llama, 131072, torch.float16) == 16 * 2**30  # 32 layers x 8 heads x 128
+    model = random_model(shape_config("tiny"), torch.float32, "cpu")
+    total, read = weight_bytes(model)
+    assert total - read == model.get_input_embeddings().weight.nbytes
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("scale") / "scale.json"
+    overrides = ["shape=tiny", "contexts=[256,512]", "reps=1", "warmup=1", "device=cpu"]
+    register_resolvers()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("bench_scale", overrides=[*overrides, f"out={out}"])
+    return bench(cfg), out
+
+
+def test_tiny_runs_end_to_end(tiny_result: tuple[dict, Path]) -> None:
+    result, out = tiny_result
+    saved = json.loads(out.read_text())
+    assert saved["environment"]["device_name"] and saved["bandwidth_gb_s"] > 0
+    assert saved["config"]["shape"] == "tiny" and saved["tables"] == result["tables"]
+    rows = saved["rows"]
+    assert [r["context"] for r in rows] == [256, 512]
+    for r in rows:
+        for key in ("vanilla_step_s", "tree_round_s", "verify_s", "draft_s", "floor_s"):
+            assert r[key] > 0, key
+        assert set(r["attention_layer_s"]) == {"hybrid", "sdpa"}
+        assert set(r["projected_speedup"]) == {"paper", "measured"}
+        assert r["tree_nodes"] == 69
+    for header in ("vanilla step ms", "draft levels ms", "hybrid ms (1 layer)", "projected x"):
+        assert header in saved["tables"]
+    assert saved["tables"].count("\n| 512 |") == 3  # one row in each of the three tables
+
+
+def test_draft_memory_is_constant(tiny_result: tuple[dict, Path]) -> None:
+    rows = tiny_result[0]["rows"]
+    assert rows[0]["draft_cache_bytes"] == rows[1]["draft_cache_bytes"] > 0
+    assert rows[1]["target_kv_bytes"] == 2 * rows[0]["target_kv_bytes"]
