@@ -9,7 +9,7 @@ each job of a ``hydra/launcher=gpus`` sweep to its own GPU(s).
 - :class:`GpuLock` (``conf/hydra/launcher/gpus.yaml``): before a job starts, take a free GPU
   (an ``fcntl`` lock file per GPU under the sweep dir) and set ``CUDA_VISIBLE_DEVICES``
   before anything initialises CUDA; record placement and wall-clock span in
-  ``<job_dir>/job_info.json``.
+  ``<job_dir>/job_info.json`` (also under ``job`` in the job's summary.json).
 
 Why joblib + locks rather than a scheduler: the joblib launcher already queues jobs over
 ``n_jobs`` worker processes (one per GPU slot); the lock only decides *which* GPU a worker
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 ERROR_FILE = "error.txt"
 JOB_INFO_FILE = "job_info.json"
+SUMMARY_FILE = "summary.json"
 LOCK_DIR_NAME = ".gpu_locks"
 FAKE_GPUS_ENV = "LONGSPEC_FAKE_GPUS"  # N -> pretend GPUs 0..N-1 exist (tests, CPU)
 
@@ -376,9 +377,21 @@ class GpuLock(Callback):
         end = now()
         info |= {"end": end["epoch"], "end_iso": end["iso"], "status": job_status(job_return)}
         write_json_atomic(path, info)
+        complete_summary(job_dir_of(config), info)
         if _HELD is not None and not cuda_initialized():
             _HELD.release()
             _HELD = None
+
+
+def complete_summary(job_dir: Path, info: dict[str, Any]) -> None:
+    """Put the finished ``info`` (with its end and status) into summary.json as ``job``,
+    when this job wrote that summary (the runner copies job_info.json there at its start;
+    a summary of an earlier run, e.g. a resumed finished job, is left as it is)."""
+    path = job_dir / SUMMARY_FILE
+    summary = _read_info(path)
+    job = summary.get("job")
+    if isinstance(job, dict) and job.get("start") == info.get("start"):
+        write_json_atomic(path, summary | {"job": info})
 
 
 def job_status(job_return: JobReturn) -> str:
@@ -389,9 +402,10 @@ def job_status(job_return: JobReturn) -> str:
 
 def _read_info(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def register_resolvers() -> None:

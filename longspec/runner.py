@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 RUN_CONFIG = "run_config.json"  # the job's resolved, redacted config, written at its start
 # Settings a resumed run may change: they do not change what a finished sample contains.
-RESUME_FREE = ("resume", "warmup", "logger", "batch_size", "data.num_samples")
+RESUME_FREE = ("resume", "warmup", "logger", "batch_size", "data.num_samples", "resources")
+JOB_INFO = "job_info.json"  # the launcher's placement of a sweep job (longspec.callbacks)
 GIB = 1 << 30
 
 
@@ -171,6 +172,9 @@ def _run_methods(
     if "baseline" in summaries:
         summary["baseline"] = summaries["baseline"]
         summary["speedup"] = summary["tokens_per_s"] / summaries["baseline"]["tokens_per_s"]
+    info = read_json(out / JOB_INFO)
+    if isinstance(info, dict):  # GPUs, card, concurrent jobs, start (end: on job end)
+        summary["job"] = info
     write_json_atomic(out / "summary.json", summary)
     return summary
 

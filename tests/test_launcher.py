@@ -240,3 +240,23 @@ def test_gpus_launcher_sweep_two_fake_gpus(tmp_path: Path) -> None:
     md = (sweep / "summary.md").read_text()
     assert "4 finished jobs, 1 failed" in md and "RuntimeError: job asked to fail" in md
     assert "Most jobs running at once: 2." in md
+
+
+def test_sweep_job_summary_records_its_placement(tmp_path: Path) -> None:
+    """run.py on the gpus launcher (one fake GPU): summary.json carries job_info.json
+    (CUDA_VISIBLE_DEVICES, card, concurrent jobs, start and end)."""
+    sweep = tmp_path / "sweep"
+    args = ["model=tiny_llama", "~decode@baseline", "decode=vanilla", "data.num_samples=1"]
+    args += ["data.prompt_tokens=32", "generation.max_new_tokens=4", "warmup=false"]
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=gpus", *args]
+    cmd += [f"hydra.sweep.dir={sweep}", "+hydra.callbacks.aggregate.plots=false"]
+    env = os.environ | {FAKE_GPUS_ENV: "1", "LONGSPEC_CACHE": str(tmp_path / "cache")}
+    env |= {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((sweep / "0" / "job_info.json").read_text())
+    job = json.loads((sweep / "0" / "summary.json").read_text())["job"]
+    assert job == info
+    assert job["cuda_visible_devices"] == "0" and job["gpu_ids"] == ["0"]
+    assert job["concurrent_jobs"] == 1 and job["status"] == "COMPLETED"
+    assert job["end"] >= job["start"]
