@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -78,3 +79,17 @@ def test_draft_memory_is_constant(tiny_result: tuple[dict, Path]) -> None:
     rows = tiny_result[0]["rows"]
     assert rows[0]["draft_cache_bytes"] == rows[1]["draft_cache_bytes"] > 0
     assert rows[1]["target_kv_bytes"] == 2 * rows[0]["target_kv_bytes"]
+
+
+def test_context_that_does_not_fit_is_skipped(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from longspec.bench import scale_run
+
+    monkeypatch.setattr(scale_run, "_no_room", lambda *a: "needs about 99 GiB, 1 GiB free")
+    model = SimpleNamespace(config=None, dtype=torch.float16)  # never built: it does not fit
+    timing = SimpleNamespace(device=torch.device("cuda"))
+    row = scale_run.run_context(None, model, None, {}, 131072, timing)
+    assert row == {"context": 131072, "skipped": "needs about 99 GiB, 1 GiB free"}
+    assert "context 131072 skipped" in capsys.readouterr().out
+    assert scale_run.skipped_lines([row]) == [
+        "context 131072 skipped: needs about 99 GiB, 1 GiB free"
+    ]

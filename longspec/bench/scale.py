@@ -31,17 +31,20 @@ def attention_backend(name: str):
 
 
 def bench(cfg: DictConfig) -> dict:
-    """Run every context of cfg; print the tables; write and return the JSON result."""
+    """Run every context of cfg; write the JSON after each; print the tables at the end."""
     from longspec.bench.scale_run import run
 
-    result = run(cfg)
-    print(result["tables"])
     out = Path(cfg.out or Path(HydraConfig.get().runtime.output_dir) / "scale.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    result["config"] = OmegaConf.to_container(cfg, resolve=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    def save(result: dict) -> None:
+        out.write_text(json.dumps({**result, "config": config}, indent=2, default=str))
+
+    result = run(cfg, save)
+    print(result["tables"])
     print(f"wrote {out}")
-    return result
+    return {**result, "config": config}
 
 
 register_resolvers()

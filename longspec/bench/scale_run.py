@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 
 import torch
 from hydra.utils import instantiate
@@ -26,8 +27,11 @@ from longspec.models.random_weights import random_model, shape_config, weight_by
 from longspec.tree import TreeShape
 
 
-def run(cfg: DictConfig) -> dict:
-    """All measurements of cfg.shape over cfg.contexts, with the tables as text."""
+def run(cfg: DictConfig, save: Callable[[dict], None] | None = None) -> dict:
+    """All measurements of cfg.shape over cfg.contexts, with the tables as text.
+
+    ``save(result)`` runs after every context, so a crash keeps the contexts before it.
+    """
     from longspec.bench.scale import attention_backend
 
     device = resolve_device(cfg.device)
@@ -38,30 +42,35 @@ def run(cfg: DictConfig) -> dict:
     hf = random_model(config, dtype, device, cfg.seed)
     draft = random_glide(config, cfg.seed, dtype, device)
     print(f"{cfg.shape}: built on {device} in {time.perf_counter() - start:.1f} s", flush=True)
-    bandwidth = copy_bandwidth(timing, cfg.bandwidth_mb)
-    total, read = weight_bytes(hf)
+    info = _header_info(cfg, hf, dtype, device, copy_bandwidth(timing, cfg.bandwidth_mb))
     backends = {name: attention_backend(name) for name in cfg.attention_compare}
-    taus = OmegaConf.to_container(cfg.taus)
-    rows = []
     for context in cfg.contexts:
         row = run_context(cfg, hf, draft, backends, context, timing)
         if "skipped" not in row:
-            add_derived(row, read, bandwidth, taus)
-        rows.append(row)
-    info = {
+            add_derived(row, info["weights_read_bytes"], info["bandwidth_gb_s"], info["taus"])
+        info["rows"].append(row)
+        info["tables"] = tables(info, cfg.plain_attention)
+        if save is not None:
+            save(info)
+    return info
+
+
+def _header_info(cfg: DictConfig, hf, dtype, device: torch.device, bandwidth: float) -> dict:
+    """What every row shares: model, card, bandwidth, weight bytes, taus."""
+    total, read = weight_bytes(hf)
+    return {
         "shape": cfg.shape,
-        "model_config": config.to_dict(),
+        "model_config": hf.config.to_dict(),
         "dtype": str(dtype),
         "environment": environment(device),
         "bandwidth_gb_s": bandwidth,
         "weights_bytes": total,
         "weights_read_bytes": read,
-        "taus": taus,
+        "taus": OmegaConf.to_container(cfg.taus),
         "label": cfg.label,
-        "rows": rows,
+        "rows": [],
+        "tables": "",
     }
-    info["tables"] = tables(info, cfg.plain_attention)
-    return info
 
 
 def run_context(cfg: DictConfig, hf, draft, backends: dict, context: int, timing: Timing) -> dict:
