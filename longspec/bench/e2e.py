@@ -28,20 +28,36 @@ def decode_config(name: str, cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(scope, resolve=True)["decode"])
 
 
+def agreement(outputs: list[list[int]], reference: list[list[int]]) -> float:
+    """Share of the reference's tokens reproduced before the first difference, per prompt."""
+    shares = []
+    for out, ref in zip(outputs, reference, strict=True):
+        same = next(
+            (i for i, (a, b) in enumerate(zip(out, ref, strict=False)) if a != b),
+            min(len(out), len(ref)),
+        )
+        shares.append(same / len(ref) if ref else 1.0)
+    return sum(shares) / max(len(shares), 1)
+
+
 def table(rows: list[dict], reference: str) -> str:
-    """Markdown table of the rows, speedup over the reference method's tokens/s."""
+    """Markdown table of the rows, speedup over the reference method's tokens/s and the
+    share of the reference's greedy output each method reproduces (1.00 = identical)."""
     ref = next((r for r in rows if r["method"] == reference), None)
     lines = [
-        "| method | tau | tokens/s (decode) | tokens/s (end to end) | speedup | new tokens |",
-        "|---|---|---|---|---|---|",
+        "| method | tau | tokens/s (decode) | tokens/s (end to end) | speedup | new tokens "
+        "| same output |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         speed = r["tokens_per_s"] / ref["tokens_per_s"] if ref and ref["tokens_per_s"] else None
         r["speedup"] = speed
+        r["same_output"] = agreement(r["outputs"], ref["outputs"]) if ref else None
+        same = "-" if r["same_output"] is None else f"{r['same_output']:.2f}"
         lines.append(
             f"| {r['method']} | {r['tau']:.2f} | {r['tokens_per_s']:.1f} | "
             f"{r['end_to_end_tokens_per_s']:.1f} | "
-            f"{'-' if speed is None else f'{speed:.2f}x'} | {r['new_tokens']} |"
+            f"{'-' if speed is None else f'{speed:.2f}x'} | {r['new_tokens']} | {same} |"
         )
     return "\n".join(lines)
 
