@@ -28,6 +28,7 @@ from longspec.data import (
     split_fitting,
 )
 from longspec.data.jsonl import parse_prompt_records
+from longspec.data.localtext import LocalTextDataset
 from longspec.data.longbench import TASKS, fill_template
 from longspec.data.prompts import VICUNA_SYSTEM, special_prefix
 from longspec.data.pycode import file_split, stdlib_root
@@ -341,12 +342,14 @@ REQUIRED_FIELDS = {
     "pycode": {},
     "longbench": {"dir": "longbench"},
     "aime24": {},
+    "localtext": {},
 }
 CLASSES = {
     "jsonl": JsonlDataset,
     "pycode": PyCodeDataset,
     "longbench": LongBenchDataset,
     "aime24": Aime24Dataset,
+    "localtext": LocalTextDataset,
 }
 
 
@@ -358,8 +361,8 @@ def test_every_data_config_is_covered():
 def test_data_config_instantiates(name):
     cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
     cfg = OmegaConf.merge(cfg, REQUIRED_FIELDS[name])
-    # pycode defaults to the default job's few prompts; the others load everything.
-    assert cfg.num_samples == (2 if name == "pycode" else None)
+    # pycode and localtext default to a few prompts; the others load everything.
+    assert cfg.num_samples == (2 if name in ("pycode", "localtext") else None)
     dataset = hydra.utils.instantiate(cfg)
     assert isinstance(dataset, CLASSES[name])
     assert callable(dataset.load)

@@ -7,6 +7,7 @@ prompts over its context budget with ``split_fitting``.
 
 from longspec.data.aime import Aime24Dataset
 from longspec.data.jsonl import JsonlDataset
+from longspec.data.localtext import LocalTextDataset
 from longspec.data.longbench import LongBenchDataset
 from longspec.data.prompts import PROMPT_FORMATS, build_sample, get_prompt_format
 from longspec.data.pycode import PyCodeDataset, split_files
@@ -16,6 +17,7 @@ __all__ = [
     "PROMPT_FORMATS",
     "Aime24Dataset",
     "JsonlDataset",
+    "LocalTextDataset",
     "LongBenchDataset",
     "PromptDataset",
     "PyCodeDataset",

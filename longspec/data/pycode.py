@@ -9,12 +9,13 @@ Split rule (by file, deterministic, machine-independent for a given Python versi
 ``relpath`` is the POSIX path relative to the root (e.g. ``"asyncio/tasks.py"``). The
 GLIDE training script uses ``split_files("train")``; benchmarks use ``eval``.
 
-Prompts: sample ``i`` starts at the ``i``-th file of the split shuffled by ``data.seed`` and
-continues with the following files (wrapping around) until it is long enough; each file is
-preceded by a ``# file: <relpath>`` line. The token ids are cut so that the prompt has
-exactly ``data.prompt_tokens`` ids including the special prefix (BOS) that the tokenizer
-puts in front of a text; ``prompt`` is the decoded cut. There is no instruction: the model
-simply continues the code, so pycode always uses the ``raw`` prompt format, whatever
+Prompts (``longspec.data.continuation``, shared with ``localtext``): sample ``i`` starts at
+the ``i``-th file of the split shuffled by ``data.seed`` and continues with the following
+files (wrapping around) until it is long enough; each file is preceded by a
+``# file: <relpath>`` line. The token ids are cut so that the prompt has exactly
+``data.prompt_tokens`` ids including the special prefix (BOS) that the tokenizer puts in
+front of a text; ``prompt`` is the decoded cut. There is no instruction: the model simply
+continues the code, so pycode always uses the ``raw`` prompt format, whatever
 ``model.prompt_format`` says.
 """
 
@@ -25,11 +26,10 @@ import logging
 import os
 import random
 import sysconfig
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from longspec.data.prompts import encode, special_prefix
+from longspec.data.continuation import continuation_samples
 from longspec.data.sample import Sample, check_num_samples
 
 if TYPE_CHECKING:
@@ -58,8 +58,6 @@ EXCLUDED_DIRS = frozenset(
     }
 )
 EXCLUDED_FILES = frozenset({"this.py", "antigravity.py", "__hello__.py"})
-CHARS_PER_TOKEN_GUESS = 4  # first text window tried, in characters per wanted token
-TOKEN_MARGIN = 32  # extra ids tokenized past the cut so the text window edge cannot matter
 
 
 def stdlib_root() -> Path:
@@ -114,33 +112,9 @@ def _read_source(path: Path) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def _pieces(files: list[Path], root: Path, start: int) -> Iterator[str]:
-    """Headed file texts starting at ``files[start]``, wrapping around once."""
-    for k in range(len(files)):
-        path = files[(start + k) % len(files)]
-        yield f"# file: {path.relative_to(root).as_posix()}\n{_read_source(path)}"
-
-
-def _leading_ids(tokenizer: PreTrainedTokenizerBase, pieces: Iterator[str], n: int) -> list[int]:
-    """The first ``n`` ids of the concatenated pieces (no special tokens).
-
-    Tokenizes a growing text window instead of whole files (stdlib files reach 100k+
-    characters); the window holds ``TOKEN_MARGIN`` ids past the cut, so the cut ids are
-    those of the full text barring a pathological token spanning the whole margin.
-    """
-    text, window, exhausted = "", n * CHARS_PER_TOKEN_GUESS, False
-    while True:
-        while len(text) < window and not exhausted:
-            piece = next(pieces, None)
-            exhausted = piece is None
-            text += piece or ""
-        ids = encode(tokenizer, text[:window], add_special_tokens=False)
-        if len(ids) >= n + TOKEN_MARGIN or (exhausted and window >= len(text)):
-            break
-        window *= 2
-    if len(ids) < n:
-        raise ValueError(f"data.prompt_tokens={n} is longer than the whole pycode corpus")
-    return ids[:n]
+def headed_source(path: Path, root: Path) -> str:
+    """A file's text preceded by its ``# file: <relpath>`` line (prompts and training)."""
+    return f"# file: {path.relative_to(root).as_posix()}\n{_read_source(path)}"
 
 
 class PyCodeDataset:
@@ -184,20 +158,13 @@ class PyCodeDataset:
         if prompt_format != "raw":
             log.info("pycode is a continuation task: using raw prompts, not %s", prompt_format)
         files = self._ordered_files()
-        prefix = special_prefix(tokenizer)  # e.g. [bos]
-        body_len = self.prompt_tokens - len(prefix)
-        if body_len < 1:
-            raise ValueError(f"data.prompt_tokens={self.prompt_tokens} leaves no room for code")
         count = len(files) if self.num_samples is None else min(self.num_samples, len(files))
-        samples = []
-        for i in range(count):
-            body = _leading_ids(tokenizer, _pieces(files, self.root, i), body_len)
-            rel = files[i].relative_to(self.root).as_posix()
-            samples.append(
-                Sample(
-                    id=f"pycode/{self.split}/{i:04d}/{rel}",
-                    prompt=tokenizer.decode(body),
-                    prompt_ids=prefix + body,
-                )
-            )
-        return samples
+        return continuation_samples(
+            tokenizer,
+            [p.relative_to(self.root).as_posix() for p in files],
+            lambda k: headed_source(files[k], self.root),
+            prompt_tokens=self.prompt_tokens,
+            count=count,
+            id_prefix=f"pycode/{self.split}",
+            corpus="pycode",
+        )

@@ -23,15 +23,9 @@ import torch
 from torch import Tensor
 
 from longspec.data.prompts import special_prefix
-from longspec.data.pycode import split_files, stdlib_root
+from longspec.data.pycode import headed_source, split_files, stdlib_root
 
 log = logging.getLogger(__name__)
-
-
-def headed_text(path: Path, root: Path) -> str:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    text = text if text.endswith("\n") else text + "\n"
-    return f"# file: {path.relative_to(root).as_posix()}\n{text}"
 
 
 def tokenize_split(
@@ -42,7 +36,7 @@ def tokenize_split(
     files = split_files(split, base)[: max_files or None]
     if not files:
         raise ValueError(f"no {split} files under {base}")
-    texts = [headed_text(p, base) for p in files]
+    texts = [headed_source(p, base) for p in files]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     rel = [p.relative_to(base).as_posix() for p in files]
     return rel, [torch.tensor(x, dtype=torch.long) for x in ids]
