@@ -29,13 +29,10 @@ def measure_context(lc: LongContext, timing: Timing, backends: dict[str, Attenti
 
 def time_rounds(lc: LongContext, timing: Timing) -> dict:
     """(a) one vanilla decode step and (b) one full tree round, as the decode loop runs them."""
-    vanilla = timing.median(lambda: _round(lc, lc.vanilla), before=lc.reset)
-    tree = timing.median(lambda: _round(lc, lc.tree), before=lc.reset)
+    t, state = lc.target, lc.state
+    vanilla = timing.median(lambda: one_round(t, lc.vanilla, state), before=lc.reset)
+    tree = timing.median(lambda: one_round(t, lc.tree, state), before=lc.reset)
     return {"vanilla_step_s": vanilla, "tree_round_s": tree}
-
-
-def _round(lc: LongContext, strategy) -> None:
-    one_round(lc.target, strategy, lc.state)
 
 
 def time_phases(lc: LongContext, timing: Timing) -> dict:
