@@ -209,7 +209,7 @@ def decode_all(strategy, target, samples, gen, pad_id, cfg, out: Path, tokenizer
     batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
     for index, batch in enumerate(tqdm(batches, desc="samples", unit="batch"), start=first):
         timer = PhaseTimer(target.device)
-        with decode_guard(target, strategy, batch, gen):
+        with decode_guard(target, strategy, batch, gen, kept=results.path):
             rows = strategy.generate(target, [s.prompt_ids for s in batch], gen, pad_id, timer)
         for sample, row in zip(batch, rows, strict=True):
             check_output_ids(row.output_ids, vocab_size, sample.id)
@@ -219,24 +219,39 @@ def decode_all(strategy, target, samples, gen, pad_id, cfg, out: Path, tokenizer
 
 
 @contextmanager
-def decode_guard(target, strategy, batch, gen, what: str = "") -> Iterator[None]:
-    """Name the sample in NaN errors; turn GPU out-of-memory into a message with sizes."""
+def decode_guard(
+    target, strategy, batch, gen, what: str = "", kept: Path | None = None
+) -> Iterator[None]:
+    """Name the sample in NaN errors; turn GPU out-of-memory into a message with sizes.
+
+    NaN/inf logits stop the run (the failed batch gets no record; ``kept``, the results
+    file, holds the samples finished before it).
+    """
     try:
         yield
     except NonFiniteLogits as err:
-        if err.sample_id is None and err.row < len(batch):
-            err = with_sample_id(err, batch[err.row].id)
-        if what:
-            err = NonFiniteLogits(
-                f"{what}{err}", sample_id=err.sample_id, step=err.step, row=err.row
-            )
-        raise err from None
+        raise non_finite_stop(err, batch, target, what, kept) from None
     except torch.cuda.OutOfMemoryError as err:
         message = oom_message(target, strategy, batch, gen, what)
         del err
         if target.device.type == "cuda":
             torch.cuda.empty_cache()
         raise OutOfMemory(message) from None
+
+
+def non_finite_stop(
+    err: NonFiniteLogits, batch, target, what: str = "", kept: Path | None = None
+) -> NonFiniteLogits:
+    """The loop's error (batch row, step) naming the sample, with a hint and where the
+    finished samples are."""
+    if err.sample_id is None and err.row < len(batch):
+        err = with_sample_id(err, batch[err.row].id)
+    message = f"{what}{err}"
+    if getattr(target, "dtype", None) == torch.float16 and "dtype=" not in message:
+        message += "; try dtype=bfloat16 or dtype=float32"
+    if kept is not None:
+        message += f"; samples finished before it are in {kept}"
+    return NonFiniteLogits(message, sample_id=err.sample_id, step=err.step, row=err.row)
 
 
 def oom_message(target, strategy, batch, gen, what: str = "") -> str:

@@ -2,6 +2,12 @@
 
 Strategies differ only in how they propose and which acceptance rule they use; vanilla
 decoding is the same loop with a proposal that holds only the root.
+
+NaN or inf target logits stop the batch with :class:`~longspec.errors.NonFiniteLogits`
+naming the batch row and the decode step (0 = prefill, then the round); the runner names
+the sample. The per-row finite flag rides in the one device-to-host copy that each step
+makes anyway (no extra sync); when sampling, a non-finite row is drawn from zeros instead
+so that the draw itself cannot fail before the error is raised.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from longspec.decoding.state import DecodeState, RowResult
 from longspec.decoding.strategy import Strategy
 from longspec.metrics import PhaseTimer
 from longspec.models.target import TargetModel
+from longspec.validate import finite_rows, raise_if_not_finite
 
 
 def pad_prompts(prompts: list[list[int]], pad_id: int, device) -> tuple[Tensor, Tensor]:
@@ -50,25 +57,43 @@ def generate(
             prop = strategy.propose(state)
         with timer.phase("verify"):
             logits = target.verify(prop.tokens, prop.depths, prop.mask, state.cache)
+            finite = finite_rows(logits)  # (B,) on the device; read with the round's copy
+            logits = _drawable(logits, finite, gen)
         with timer.phase("accept"):
-            _commit(state, strategy, prop.tokens, strategy.accept(prop, logits, state))
+            acc = strategy.accept(prop, logits, state)
+            _commit(state, strategy, prop.tokens, acc, finite)
     return state.rows
+
+
+def _drawable(logits: Tensor, finite: Tensor, gen: Generation) -> Tensor:
+    """Sampling: rows that are not all finite replaced by zeros (a draw from NaN fails)."""
+    if gen.greedy:
+        return logits  # argmax of NaN is some index: no failure before the check
+    return torch.where(finite.view(-1, *[1] * (logits.dim() - 1)), logits, 0.0)
 
 
 def _device_round(target, strategy, state: DecodeState, root: Tensor, active: Tensor) -> Tensor:
     """A whole greedy round on the device: propose, verify, accept, commit.
 
-    Returns (B, 2 + P) = [accepted count, kept path tokens (root first), bonus] per row.
+    Returns (B, 3 + P) = [logits finite, accepted count, kept path tokens (root first),
+    bonus] per row.
     """
     prop = strategy._propose(root, state)
     logits = target._verify(prop.tokens, prop.depths, prop.mask, state.cache)
+    finite = finite_rows(logits)
     acc = strategy.accept(prop, logits, state)
     n_keep = torch.where(active, acc.n_accepted + 1, 0)  # (B,)
     base = state.cache.lengths.clone()
     state.cache.commit_path(acc.path, n_keep)
     kept = prop.tokens.gather(1, acc.path)  # (B, P)
     strategy.absorb_committed(state, kept, base, n_keep)
-    return torch.cat([acc.n_accepted[:, None], kept, acc.bonus[:, None]], 1)
+    return _round_output(finite, acc, kept)
+
+
+def _round_output(finite: Tensor, acc, kept: Tensor) -> Tensor:
+    """(B, 3 + P) long: [finite flag, accepted count, kept tokens, bonus] per row."""
+    cols = [finite.long()[:, None], acc.n_accepted[:, None], kept, acc.bonus[:, None]]
+    return torch.cat(cols, 1)
 
 
 def _fused_round(target, strategy, state: DecodeState) -> None:
@@ -97,35 +122,49 @@ def _prefill(target, strategy, ids, lengths, capacity, gen, generator) -> Decode
     cache = target.new_cache(batch, capacity)
     strategy.setup(target, batch)
     logits = target.prefill(ids, lengths, cache)  # (B, V)
-    root = gen.pick(logits, generator)  # (B,)
+    finite = finite_rows(logits)
+    root = gen.pick(_drawable(logits, finite, gen), generator)  # (B,)
+    host = torch.stack([finite.long(), root], 1).tolist()  # the prefill's one host copy
+    raise_if_not_finite([bool(ok) for ok, _ in host], step=0)
     state = DecodeState(cache, gen, root, generator)
     state.rows = [RowResult([], 1, []) for _ in range(batch)]
     state.done = torch.zeros(batch, dtype=torch.bool)
     strategy.absorb_prompt(state, ids, lengths)
-    for b, tok in enumerate(root.tolist()):
+    for b, (_, tok) in enumerate(host):
         state.append(b, [tok])
     return state
 
 
-def _commit(state: DecodeState, strategy: Strategy, tokens: Tensor, acc) -> None:
-    """Keep the accepted path in the caches and hand the new tokens to each row."""
+def _commit(
+    state: DecodeState, strategy: Strategy, tokens: Tensor, acc, finite: Tensor | None = None
+) -> None:
+    """Keep the accepted path in the caches and hand the new tokens to each row.
+
+    ``finite`` (B,): whether each row's verify logits were all finite (None: not checked).
+    """
+    if finite is None:
+        finite = torch.ones(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     active = state.active().to(tokens.device)  # (B,)
     n_keep = torch.where(active, acc.n_accepted + 1, 0)  # root + accepted draft tokens
     base = state.cache.lengths.clone()  # (B,)
     state.cache.commit_path(acc.path, n_keep)
     kept = tokens.gather(1, acc.path)  # (B, P) root, accepted tokens, padding
     strategy.absorb_committed(state, kept, base, n_keep)
-    # One device-to-host copy per round: accepted counts, kept tokens and bonus tokens.
-    _record(state, torch.cat([acc.n_accepted[:, None], kept, acc.bonus[:, None]], 1).tolist())
+    # One device-to-host copy per round: finite flags, accepted counts, kept and bonus tokens.
+    _record(state, _round_output(finite, acc, kept).tolist())
     state.root = acc.bonus
 
 
 def _record(state: DecodeState, host: list[list[int]]) -> None:
-    """Rows of [accepted count, kept tokens (root first), bonus] -> each row's output."""
+    """Rows of [finite flag, accepted count, kept tokens (root first), bonus] -> each
+    row's output; NonFiniteLogits when an active row's logits were not all finite."""
+    flags = [bool(vals[0]) or bool(state.done[b]) for b, vals in enumerate(host)]
+    if not all(flags):
+        raise_if_not_finite(flags, step=state.rows[flags.index(False)].target_forwards)
     for b, vals in enumerate(host):
         if state.done[b]:
             continue
-        n_acc, row = vals[0], state.rows[b]
+        n_acc, row = vals[1], state.rows[b]
         row.target_forwards += 1
         row.accept_lengths.append(n_acc + 1)
-        state.append(b, vals[2 : n_acc + 2] + [vals[-1]])
+        state.append(b, vals[3 : n_acc + 3] + [vals[-1]])
