@@ -86,6 +86,7 @@ def test_prose_sorted_seeded_deduplicated(tmp_path, tok):
     assert other.files() != files and sorted(other.files()) == sorted(files)
     samples = ds.load(tok, "chat")
     assert len(samples) == 3 and all(len(s.prompt_ids) == 64 for s in samples)
+    assert ds.files_read == files[: len(ds.files_read)] and len(ds.files_read) >= 3
     assert all(s.prompt_ids[0] == tok.bos_token_id for s in samples)
     assert samples[0].id.startswith("localtext/prose/0000/")
     assert "Version: 1.0" not in "".join(s.prompt for s in ds.load(tok, "raw"))

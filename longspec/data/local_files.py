@@ -25,6 +25,7 @@ searched with the kind's ``patterns``):
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import re
 import sys
@@ -174,9 +175,16 @@ def check_kind(kind: str) -> Kind:
 def kind_files(kind: str, roots: list[str] | None = None) -> list[tuple[Path, str]]:
     """(path, label) of the kind's candidate files, sorted by path, each real file once.
 
-    ``label`` is the path relative to the root it was found under.
+    ``label`` is the path relative to the root it was found under. Remembered per process
+    (kind, roots): the file system is walked once however many datasets ask.
     """
-    spec = check_kind(kind)
+    check_kind(kind)
+    return list(_kind_files(kind, None if roots is None else tuple(str(r) for r in roots)))
+
+
+@functools.lru_cache(maxsize=32)
+def _kind_files(kind: str, roots: tuple[str, ...] | None) -> tuple[tuple[Path, str], ...]:
+    spec = KINDS[kind]
     if roots is None:
         places = spec.places()
     else:
@@ -187,4 +195,4 @@ def kind_files(kind: str, roots: list[str] | None = None) -> list[tuple[Path, st
             real = path.resolve()
             if real not in seen and spec.keep(path):
                 seen[real] = (path, path.relative_to(root).as_posix())
-    return sorted(seen.values(), key=lambda item: str(item[0]))
+    return tuple(sorted(seen.values(), key=lambda item: str(item[0])))

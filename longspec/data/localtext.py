@@ -9,7 +9,8 @@ fewer than ``data.min_files`` files the kind stops with a one-line error.
 Determinism: the files are sorted by path, then shuffled with ``random.Random(data.seed)``;
 sample ``i`` starts at file ``i`` and continues with the following ones until it has exactly
 ``data.prompt_tokens`` ids (``longspec.data.continuation``, as pycode). ``files()`` lists
-the paths in that order, so a run can record what it used. Like pycode, a continuation
+the paths in that order and, after ``load``, ``files_read`` the ones the prompts were cut
+from, so a run can record what it used. Like pycode, a continuation
 task: always ``raw`` prompts.
 """
 
@@ -67,6 +68,7 @@ class LocalTextDataset:
         self.min_chars = min_chars
         self.min_files = min_files
         self._docs: list[tuple[Path, str]] | None = None
+        self.files_read: list[str] = []  # set by load: the files its prompts were cut from
 
     def _text(self, path: Path, label: str) -> str:
         header = self.spec.header.format(label=label)
@@ -110,12 +112,20 @@ class LocalTextDataset:
             log.info("localtext is a continuation task: using raw prompts, not %s", prompt_format)
         docs = self.docs()
         count = len(docs) if self.num_samples is None else min(self.num_samples, len(docs))
-        return continuation_samples(
+        read: set[int] = set()
+
+        def text(k: int) -> str:
+            read.add(k)
+            return self._text(*docs[k])
+
+        samples = continuation_samples(
             tokenizer,
             [label for _, label in docs],
-            lambda k: self._text(*docs[k]),
+            text,
             prompt_tokens=self.prompt_tokens,
             count=count,
             id_prefix=f"localtext/{self.kind}",
             corpus=f"localtext {self.kind}",
         )
+        self.files_read = [str(docs[k][0]) for k in sorted(read)]
+        return samples
