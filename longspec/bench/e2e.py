@@ -62,10 +62,27 @@ def table(rows: list[dict], reference: str) -> str:
     return "\n".join(lines)
 
 
+def checked_methods(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """(name, decode config) of each method, after validating the bench config and every
+    method's decode config (one-line ValueError) -- before any model loads."""
+    from longspec.validate import DECODE_CHECKS, validate
+
+    validate(cfg)
+    methods = [(m, decode_config(m, cfg)) for m in cfg.methods]
+    for name, node in methods:
+        scoped = cfg.copy()
+        scoped.decode = node
+        try:
+            validate(scoped, only=DECODE_CHECKS)
+        except ValueError as err:
+            raise ValueError(f"methods: {name}: {err}") from None
+    return methods
+
+
 def bench(cfg: DictConfig) -> dict:
     from longspec.bench.common import run_methods
 
-    rows, env = run_methods(cfg, [(m, decode_config(m, cfg)) for m in cfg.methods])
+    rows, env = run_methods(cfg, checked_methods(cfg))
     text = table(rows, cfg.reference)
     print(text)
     result = {
