@@ -29,6 +29,9 @@ class Prefix:
     lengths: Tensor  # (B,) long
     keep: Tensor | None = None  # (B, T or 1, S) bool, ANDed with the length rule
     max_len: int | None = None  # lengths.max() if the caller knows it (saves a device sync)
+    # The tokens in flight are already written at slots lengths[b] + i of k/v (the target
+    # writes before attending), so a backend may read them from the buffer in one pass.
+    in_flight_cached: bool = False
 
     def used(self) -> int:
         """Number of buffer slots any row can see (max length)."""

@@ -41,13 +41,34 @@ def _online_softmax_block(q, k, v, vis, m_i, l_i, acc, scale, PRECISION: tl.cons
 
 
 @triton.jit
+def _visible(keys, key_ok, length, t, row_ok, keep_row, tree_row, stree_t,
+             HAS_KEEP: tl.constexpr, IN_FLIGHT: tl.constexpr, TREE: tl.constexpr):  # fmt: skip
+    """(BM, BN) bool: cached keys below ``length`` (and kept); with IN_FLIGHT, the query
+    tokens' own keys at slots length + i, causally or by the tree mask row of token t."""
+    cached = keys < length  # (BN,)
+    seen = cached & key_ok
+    if HAS_KEEP:
+        seen = seen & (tl.load(keep_row + keys, seen, other=0) != 0)
+    vis = seen[None, :] & row_ok[:, None]  # (BM, BN)
+    if IN_FLIGHT:
+        rel = keys - length  # (BN,) index among the tokens in flight
+        fresh = (~cached & key_ok)[None, :] & row_ok[:, None]  # (BM, BN)
+        if TREE:
+            ptrs = tree_row + t[:, None] * stree_t + rel[None, :]
+            vis = vis | (fresh & (tl.load(ptrs, fresh, other=0) != 0))
+        else:
+            vis = vis | (fresh & (rel[None, :] <= t[:, None]))
+    return vis
+
+
+@triton.jit
 def _split_attention(
-    q_ptr, k_ptr, v_ptr, len_ptr, keep_ptr, o_ptr, lse_ptr,
-    sq_b, sq_h, sq_t, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, skeep_b,
+    q_ptr, k_ptr, v_ptr, len_ptr, keep_ptr, tree_ptr, o_ptr, lse_ptr,
+    sq_b, sq_h, sq_t, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, skeep_b, stree_b, stree_t,
     so_s, so_b, so_h, so_t, sl_s, sl_b, sl_h,
     n_kv_heads, group, n_tokens, split_len, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, HAS_KEEP: tl.constexpr, CAUSAL: tl.constexpr,
+    BLOCK_N: tl.constexpr, HAS_KEEP: tl.constexpr, IN_FLIGHT: tl.constexpr, TREE: tl.constexpr,
     PRECISION: tl.constexpr, SPLIT_BLOCKS: tl.constexpr,
 ):  # fmt: skip
     split, bh, mblock = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -63,7 +84,8 @@ def _split_attention(
 
     length = tl.load(len_ptr + b).to(tl.int32)
     start = split * split_len
-    end = tl.minimum(start + split_len, length)
+    n_new = n_tokens if IN_FLIGHT else 0
+    end = tl.minimum(start + split_len, length + n_new)
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
@@ -72,12 +94,19 @@ def _split_attention(
         if n0 < end:
             keys = n0 + tl.arange(0, BLOCK_N)  # (BN,)
             key_ok = keys < end
-            if HAS_KEEP:
-                kept = tl.load(keep_ptr + b * skeep_b + keys, key_ok, other=0)
-                key_ok = key_ok & (kept != 0)
-            vis = key_ok[None, :] & row_ok[:, None]  # (BM, BN)
-            if CAUSAL:
-                vis = vis & (keys[None, :] <= t[:, None])
+            vis = _visible(
+                keys,
+                key_ok,
+                length,
+                t,
+                row_ok,
+                keep_ptr + b * skeep_b,
+                tree_ptr + b * stree_b,
+                stree_t,
+                HAS_KEEP,
+                IN_FLIGHT,
+                TREE,
+            )
             k_rows = k_ptr + b * sk_b + h * sk_h + keys * sk_s  # (BN,) pointers
             v_rows = v_ptr + b * sv_b + h * sv_h + keys * sv_s
             k = tl.load(k_rows[None, :] + dims[:, None], key_ok[None, :] & d_ok[:, None], 0.0)
@@ -104,13 +133,17 @@ def split_attention_lse(
     v: Tensor,
     lengths: Tensor,
     keep: Tensor | None = None,
-    causal: bool = False,
+    in_flight: bool = False,
+    tree_mask: Tensor | None = None,
+    out_dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """Attention of q (B, Hq, T, D) over buffers k/v (B, Hkv, S, D), valid below lengths (B,).
+    """Attention of q (B, Hq, T, D) over buffers k/v (B, Hkv, S, D).
 
-    keep (B, S) bool further hides keys; ``causal`` lets token t see keys j <= t. Returns
-    out (B, Hq, T, D) float32 and lse (B, Hq, T) float32 (-inf and 0 where nothing is seen).
-    The launch shape depends only on the tensor shapes, so it can be captured in a graph.
+    Row b sees the cached slots below lengths[b] (B,), hidden further where keep (B, S) is
+    False. With ``in_flight`` the T query tokens' own keys sit at slots lengths[b] + i and
+    are seen causally, or where tree_mask (B, T, T) allows. Returns out (B, Hq, T, D) in
+    ``out_dtype`` and lse (B, Hq, T) float32 (-inf, and out 0, where nothing is seen).
+    The launch depends only on tensor shapes, so it can be captured in a CUDA graph.
     """
     batch, n_heads, n_tokens, head_dim = q.shape
     n_kv, n_keys = k.shape[1], k.shape[2]
@@ -120,29 +153,65 @@ def split_attention_lse(
     n_mblocks = math.ceil(rows / block_m)
     n_splits = _n_splits(n_keys, batch * n_kv * n_mblocks)
     split_len = math.ceil(math.ceil(n_keys / n_splits) / BLOCK_N) * BLOCK_N
-    q = q if q.stride(-1) == 1 else q.contiguous()
-    k = k if k.stride(-1) == 1 else k.contiguous()
-    v = v if v.stride(-1) == 1 else v.contiguous()
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     o_part = q.new_empty((n_splits, batch, n_heads, n_tokens, head_dim), dtype=torch.float32)
     lse_part = q.new_empty((n_splits, batch, n_heads, n_tokens), dtype=torch.float32)
-    keep_arg = keep.view(torch.uint8) if keep is not None else lengths
+    keep_arg = keep.contiguous().view(torch.uint8) if keep is not None else lengths
+    tree_arg = tree_mask.contiguous().view(torch.uint8) if tree_mask is not None else lengths
     grid = (n_splits, batch * n_kv, n_mblocks)
     _split_attention[grid](
-        q, k, v, lengths, keep_arg, o_part, lse_part,
+        q, k, v, lengths, keep_arg, tree_arg, o_part, lse_part,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), keep.stride(0) if keep is not None else 0,
+        v.stride(0), v.stride(1), v.stride(2), keep_arg.stride(0) if keep is not None else 0,
+        tree_arg.stride(0) if tree_mask is not None else 0,
+        tree_arg.stride(1) if tree_mask is not None else 0,
         *o_part.stride()[:4], *lse_part.stride()[:3],
         n_kv, group, n_tokens, split_len, head_dim**-0.5,
-        HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(max(head_dim, 16)), BLOCK_M=block_m,
-        BLOCK_N=BLOCK_N, HAS_KEEP=keep is not None, CAUSAL=causal,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=block_m,
+        BLOCK_N=BLOCK_N, HAS_KEEP=keep is not None, IN_FLIGHT=in_flight,
+        TREE=tree_mask is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         SPLIT_BLOCKS=split_len // BLOCK_N,
     )  # fmt: skip
-    return merge_splits(o_part, lse_part)
+    return merge_splits(o_part, lse_part, out_dtype)
 
 
-def merge_splits(o_part: Tensor, lse_part: Tensor) -> tuple[Tensor, Tensor]:
-    """Exact merge of per-split partial attentions o (S, B, H, T, D), lse (S, B, H, T)."""
-    lse = torch.logsumexp(lse_part, dim=0)  # (B, H, T); -inf where no split saw a key
-    weights = torch.exp(lse_part - lse).nan_to_num_(0.0)  # (S, B, H, T)
-    return (weights[..., None] * o_part).sum(0), lse  # (B, H, T, D), (B, H, T)
+def _block_d(head_dim: int) -> int:
+    return triton.next_power_of_2(max(head_dim, 16))
+
+
+@triton.jit
+def _merge_splits(
+    o_ptr, lse_ptr, out_ptr, lse_out_ptr, n_splits, so_s, sl_s,
+    HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """One query row: softmax-weighted sum of its split outputs by their LSE."""
+    row = tl.program_id(0)
+    splits = tl.arange(0, BLOCK_S)
+    dims = tl.arange(0, BLOCK_D)
+    s_ok, d_ok = splits < n_splits, dims < HEAD_DIM
+    lse = tl.load(lse_ptr + splits * sl_s + row, s_ok, other=float("-inf"))  # (BS,)
+    top = tl.max(lse, 0)
+    top = tl.where(top == float("-inf"), 0.0, top)
+    w = tl.exp(lse - top)  # (BS,), 0 for splits that saw nothing
+    total = tl.sum(w, 0)
+    parts = tl.load(o_ptr + splits[:, None] * so_s + row * HEAD_DIM + dims[None, :],
+                    s_ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
+    out = tl.sum(w[:, None] * parts, 0) / tl.where(total > 0, total, 1.0)  # (BD,)
+    tl.store(out_ptr + row * HEAD_DIM + dims, out.to(out_ptr.dtype.element_ty), d_ok)
+    tl.store(lse_out_ptr + row, tl.where(total > 0, top + tl.log(total), float("-inf")))
+
+
+def merge_splits(
+    o_part: Tensor, lse_part: Tensor, out_dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """Exact merge of contiguous per-split partials o (S, B, H, T, D), lse (S, B, H, T)
+    into out (B, H, T, D) in ``out_dtype`` and lse (B, H, T) float32."""
+    n_splits, head_dim = o_part.shape[0], o_part.shape[-1]
+    out = o_part.new_empty(o_part.shape[1:], dtype=out_dtype)
+    lse = lse_part.new_empty(lse_part.shape[1:])
+    n_rows = lse.numel()
+    _merge_splits[(n_rows,)](
+        o_part, lse_part, out, lse, n_splits, o_part.stride(0), lse_part.stride(0),
+        HEAD_DIM=head_dim, BLOCK_S=triton.next_power_of_2(n_splits), BLOCK_D=_block_d(head_dim),
+    )  # fmt: skip
+    return out, lse

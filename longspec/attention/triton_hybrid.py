@@ -35,8 +35,8 @@ def _prefix_keep(prefix: Prefix) -> tuple[bool, Tensor | None]:
 def _new_part(q: Tensor, k_new: Tensor, v_new: Tensor, new_mask: Tensor | None):
     """Attention of the tokens in flight to each other: (out, lse) float32."""
     if new_mask is None:
-        lengths = torch.full((q.shape[0],), k_new.shape[2], device=q.device, dtype=torch.long)
-        return split_attention_lse(q, k_new, v_new, lengths, causal=True)
+        none_cached = torch.zeros(q.shape[0], device=q.device, dtype=torch.long)  # (B,)
+        return split_attention_lse(q, k_new, v_new, none_cached, in_flight=True)
     return masked_attention_lse(q, k_new, v_new, new_mask[:, None])  # (B,1,T,T) broadcast
 
 
@@ -57,6 +57,10 @@ class TritonHybridAttention:
         on_kernel = q.is_cuda or INTERPRET
         if not supported or not on_kernel or prefix.k.shape[2] < self.min_prefix:
             return sdpa_attention(q, prefix, k_new, v_new, new_mask)
+        if prefix.in_flight_cached:  # one pass over cache + tokens in flight, no merge
+            return split_attention_lse(
+                q, prefix.k, prefix.v, prefix.lengths, keep, True, new_mask, q.dtype
+            )[0]
         o_pre, lse_pre = split_attention_lse(q, prefix.k, prefix.v, prefix.lengths, keep)
         if k_new.shape[2] == 0:
             return o_pre.to(q.dtype)

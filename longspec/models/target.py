@@ -16,12 +16,32 @@ from longspec.models.graphs import GraphCache
 from longspec.models.rotary import apply_rotary
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (or buffer)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    raise ValueError(f"{type(module).__name__} has no parameters to place")
+
+
+def placed(tensors: tuple, device: torch.device, memo: dict) -> tuple:
+    """``tensors`` (None allowed) on ``device``, copied once per device (memo)."""
+    if device not in memo:
+        memo[device] = tuple(None if t is None else t.to(device) for t in tensors)
+    return memo[device]
+
+
 class TargetModel:
-    """Explicit prefill / verify forwards of a Llama- or Qwen2-family causal LM."""
+    """Explicit prefill / verify forwards of a Llama- or Qwen2-family causal LM.
+
+    A model split over GPUs (``device_map``) runs each layer on its own device: hidden
+    states move from layer to layer, each layer's KV cache lives on that layer's device,
+    and embeddings, rotary tables and logits come back to :attr:`device` (the head's).
+    """
 
     def __init__(self, hf_model: nn.Module, attention: AttentionBackend, static: bool = False):
         """``static``: full-capacity attention and pooled caches, so steps have static
-        shapes and no host synchronisation; on CUDA they then run as CUDA graphs."""
+        shapes and no host synchronisation; on CUDA they then run as CUDA graphs. A split
+        model is never static (no graphs across devices)."""
         cfg = hf_model.config
         self.hf = hf_model
         self.body = hf_model.model  # embed_tokens, layers, norm, rotary_emb
@@ -32,9 +52,11 @@ class TargetModel:
         self.n_kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.vocab_size = cfg.vocab_size
-        self.static = static
+        self.layer_devices = [module_device(layer) for layer in self.body.layers]
+        self.split = len({*self.layer_devices, self.device}) > 1
+        self.static = static and not self.split
         self.fuse_rounds = True  # on CUDA graphs: a whole greedy round per graph replay
-        self.graphs = GraphCache() if static and self.device.type == "cuda" else None
+        self.graphs = GraphCache() if self.static and self.device.type == "cuda" else None
         self._pool: KVCache | None = None
 
     @property
@@ -46,19 +68,23 @@ class TargetModel:
         return self.lm_head.weight.dtype
 
     def embed(self, input_ids: Tensor) -> Tensor:
-        """(B, T) ids -> (B, T, hidden) embeddings (shared with the GLIDE draft)."""
-        return self.body.embed_tokens(input_ids)
+        """(B, T) ids -> (B, T, hidden) embeddings on :attr:`device` (shared with the GLIDE
+        draft)."""
+        table = self.body.embed_tokens
+        return table(input_ids.to(table.weight.device)).to(self.device)
 
     def rotary(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """cos, sin (B, T, D) of the target's rotary table at ``positions`` (B, T)."""
-        return self.body.rotary_emb(x, positions)
+        """cos, sin (B, T, D) of the target's rotary table at ``positions`` (B, T), on
+        x's device."""
+        cos, sin = self.body.rotary_emb(x, positions)
+        return cos.to(x.device), sin.to(x.device)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         """An empty cache; in static mode the pooled one (so captured graphs stay valid)."""
         if not self.static:
             return self._alloc_cache(batch, capacity)
         pool = self._pool
-        if pool is None or pool.k.shape[1] != batch or pool.capacity < capacity:
+        if pool is None or pool.batch != batch or pool.capacity < capacity:
             self._pool = pool = None  # free before allocating the larger one
             if self.graphs is not None:
                 self.graphs.clear()
@@ -67,8 +93,16 @@ class TargetModel:
         return pool
 
     def _alloc_cache(self, batch: int, capacity: int) -> KVCache:
+        devices = self.layer_devices if self.split else None
         return KVCache(
-            self.n_layers, batch, self.n_kv_heads, capacity, self.head_dim, self.dtype, self.device
+            self.n_layers,
+            batch,
+            self.n_kv_heads,
+            capacity,
+            self.head_dim,
+            self.dtype,
+            self.device,
+            layer_devices=devices,
         )
 
     def run_static(self, key: tuple, fn, *inputs: Tensor):
@@ -98,10 +132,15 @@ class TargetModel:
         used = cache.capacity if self.static else cache.check_room(start, input_ids.shape[1])
         x = self.embed(input_ids)  # (B, T, hidden)
         cos, sin = self.rotary(x, positions)  # (B, T, D)
+        inputs, memo = (cos, sin, start, new_mask, keep), {}
         for idx, layer in enumerate(self.body.layers):
+            if self.split:  # this layer's inputs on its device
+                x = x.to(self.layer_devices[idx])
+                cos, sin, start, new_mask, keep = placed(inputs, x.device, memo)
             prefix = cache.prefix(idx, keep, lengths=start, max_len=used)
             x = self._layer(idx, layer, x, cos, sin, cache, prefix, start, new_mask)
-        return self.body.norm(x)
+        norm = self.body.norm
+        return norm(x.to(norm.weight.device)).to(self.device)
 
     def _layer(self, idx, layer, x, cos, sin, cache, prefix, start, new_mask) -> Tensor:
         attn = layer.self_attn
@@ -110,8 +149,9 @@ class TargetModel:
         k = self._heads(attn.k_proj(h), self.n_kv_heads)  # (B, Hkv, T, D)
         v = self._heads(attn.v_proj(h), self.n_kv_heads)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        cache.write(idx, k, v, start)  # past each row's length: hidden from the prefix rule
+        prefix.in_flight_cached = True
         o = self.attention(q, prefix, k, v, new_mask)
-        cache.write(idx, k, v, start)
         x = x + attn.o_proj(o.transpose(1, 2).flatten(2))  # (B, T, Hq*D) -> (B, T, hidden)
         return x + layer.mlp(layer.post_attention_layernorm(x))
 
@@ -122,7 +162,7 @@ class TargetModel:
     @torch.inference_mode()
     def logits(self, hidden: Tensor) -> Tensor:
         """(B, T, hidden) -> (B, T, V) float32 logits."""
-        return self.lm_head(hidden).float()
+        return self.lm_head(hidden.to(self.device)).float()
 
     def prefill(self, input_ids: Tensor, lengths: Tensor, cache: KVCache) -> Tensor:
         """Fill an empty cache with right-padded prompts (B, T); last-token logits (B, V)."""
@@ -140,7 +180,7 @@ class TargetModel:
         Node i sits at position length + depth[i]; its keys/values land at slot length + i,
         ready for ``KVCache.commit_path`` once the accepted path is known.
         """
-        key = ("verify", tokens.shape, cache.k.data_ptr())
+        key = ("verify", tokens.shape, cache.data_ptr())
         return self.run_static(
             key, lambda t, d, m: self._verify(t, d, m, cache), tokens, depths, tree_mask
         )

@@ -21,6 +21,7 @@ from longspec.models.target import TargetModel
 from longspec.tree import ancestor_mask
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_split_kernel.py"
+pytestmark = pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
 
 
 def visible(lengths: torch.Tensor, n_keys: int, keep: torch.Tensor | None) -> torch.Tensor:
@@ -52,7 +53,7 @@ def test_split_kernel_causal():
     gen = torch.Generator().manual_seed(3)
     q = torch.randn(2, 4, 37, 16, generator=gen)
     k, v = torch.randn(2, 2, 2, 37, 16, generator=gen)
-    out, lse = split_attention_lse(q, k, v, torch.tensor([37, 37]), causal=True)
+    out, lse = split_attention_lse(q, k, v, torch.tensor([0, 0]), in_flight=True)
     causal = torch.ones(37, 37, dtype=torch.bool).tril()
     ref_out, ref_lse = masked_attention_lse(q, k, v, causal)
     assert (out - ref_out).abs().max() <= 1e-5
@@ -73,6 +74,24 @@ def test_triton_hybrid_matches_eager(prefix_len, n_new):
     for new_mask in (mask, None):
         ref = eager_attention(q, prefix, kn, vn, new_mask)
         assert (backend(q, prefix, kn, vn, new_mask) - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("tree", [False, True])
+def test_in_flight_tokens_read_from_the_buffer(tree):
+    """Tokens in flight written at slots lengths + i: one pass equals [prefix | new]."""
+    gen = torch.Generator().manual_seed(5 + tree)
+    n_new, lengths = 7, torch.tensor([90, 3])
+    q = torch.randn(2, 4, n_new, 16, generator=gen)
+    k, v = torch.randn(2, 2, 2, 128, 16, generator=gen)
+    parents = torch.tensor([[-1, 0, 0, 1, 1, 2, 5], [-1, 0, 1, 2, 3, 4, 5]])
+    mask = ancestor_mask(parents) if tree else None  # (B, T, T)
+    rows = torch.arange(2)[:, None]
+    slots = lengths[:, None] + torch.arange(n_new)  # (B, T)
+    kn, vn = k[rows, :, slots].transpose(1, 2), v[rows, :, slots].transpose(1, 2)
+    ref = eager_attention(q, Prefix(k, v, lengths), kn, vn, mask)
+    prefix = Prefix(k, v, lengths, in_flight_cached=True)
+    got = TritonHybridAttention(min_prefix=0)(q, prefix, kn, vn, mask)
+    assert (got - ref).abs().max() <= 1e-5
 
 
 def test_decoding_with_the_kernel_is_lossless(tiny_llama):
