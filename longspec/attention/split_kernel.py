@@ -13,6 +13,8 @@ j <= t for query token t when ``causal``. Runs on CUDA, or on CPU under
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -21,20 +23,36 @@ from torch import Tensor
 
 BLOCK_N = 64
 TARGET_PROGRAMS = 512  # enough programs to fill a large GPU several times over
+LN2 = tl.constexpr(0.6931471805599453)  # used inside kernels
+LOG2E = 1.4426950408889634
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@dataclass
+class Launch:
+    """Launch settings (measured on the H200 by experiments/gpu/tune_kernel.py)."""
+
+    max_block_m: int = 64  # query rows per program (a power of two >= 16)
+    num_warps: int = 4
+    stages: int = 2  # software-pipelining depth of the key loop
+
+
+LAUNCH = Launch()
 
 
 @triton.jit
 def _online_softmax_block(q, k, v, vis, m_i, l_i, acc, scale, PRECISION: tl.constexpr):
     """Fold one key block into the running max m_i, sum l_i and output acc of each row.
 
-    q (BM, D), k (D, BN), v (BN, D), vis (BM, BN) bool.
+    q (BM, D), k (D, BN), v (BN, D), vis (BM, BN) bool; scores in log2 units (scale holds
+    log2(e)), so exp2 is used.
     """
-    s = tl.dot(q, k, input_precision=PRECISION) * scale  # (BM, BN)
+    s = tl.dot(q, k, input_precision=PRECISION) * scale  # (BM, BN), log2 units
     s = tl.where(vis, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing seen yet
-    alpha = tl.exp(m_i - m_safe)
-    p = tl.exp(s - m_safe[:, None])  # (BM, BN)
+    alpha = tl.exp2(m_i - m_safe)
+    p = tl.exp2(s - m_safe[:, None])  # (BM, BN)
     l_new = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
     return m_new, l_new, acc
@@ -62,6 +80,23 @@ def _visible(keys, key_ok, length, t, row_ok, keep_row, tree_row, stree_t,
 
 
 @triton.jit
+def _key_block(
+    n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row, tree_row, stree_t,
+    k_head, v_head, sk_s, sv_s, scale, BLOCK_N: tl.constexpr, HAS_KEEP: tl.constexpr,
+    IN_FLIGHT: tl.constexpr, TREE: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Keys n0 .. n0 + BLOCK_N (below ``end``) of one head folded into the running state."""
+    keys = n0 + tl.arange(0, BLOCK_N)  # (BN,)
+    key_ok = keys < end
+    vis = _visible(
+        keys, key_ok, length, t, row_ok, keep_row, tree_row, stree_t, HAS_KEEP, IN_FLIGHT, TREE
+    )  # fmt: skip
+    k = tl.load(k_head + keys[None, :] * sk_s + dims[:, None], key_ok[None, :] & d_ok[:, None], 0.0)
+    v = tl.load(v_head + keys[:, None] * sv_s + dims[None, :], key_ok[:, None] & d_ok[None, :], 0.0)
+    return _online_softmax_block(q, k, v, vis, m_i, l_i, acc, scale, PRECISION)
+
+
+@triton.jit
 def _split_attention(
     q_ptr, k_ptr, v_ptr, len_ptr, keep_ptr, tree_ptr, o_ptr, lse_ptr,
     sq_b, sq_h, sq_t, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, skeep_b, stree_b, stree_t,
@@ -69,7 +104,8 @@ def _split_attention(
     n_kv_heads, group, n_tokens, split_len, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, HAS_KEEP: tl.constexpr, IN_FLIGHT: tl.constexpr, TREE: tl.constexpr,
-    PRECISION: tl.constexpr, SPLIT_BLOCKS: tl.constexpr,
+    PRECISION: tl.constexpr, SPLIT_BLOCKS: tl.constexpr, DYNAMIC: tl.constexpr,
+    STAGES: tl.constexpr,
 ):  # fmt: skip
     split, bh, mblock = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // n_kv_heads, bh % n_kv_heads
@@ -89,32 +125,27 @@ def _split_attention(
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
-    for i in range(SPLIT_BLOCKS):  # fixed trip count; blocks past the length skip
-        n0 = start + i * BLOCK_N
-        if n0 < end:
-            keys = n0 + tl.arange(0, BLOCK_N)  # (BN,)
-            key_ok = keys < end
-            vis = _visible(
-                keys,
-                key_ok,
-                length,
-                t,
-                row_ok,
-                keep_ptr + b * skeep_b,
-                tree_ptr + b * stree_b,
-                stree_t,
-                HAS_KEEP,
-                IN_FLIGHT,
-                TREE,
-            )
-            k_rows = k_ptr + b * sk_b + h * sk_h + keys * sk_s  # (BN,) pointers
-            v_rows = v_ptr + b * sv_b + h * sv_h + keys * sv_s
-            k = tl.load(k_rows[None, :] + dims[:, None], key_ok[None, :] & d_ok[:, None], 0.0)
-            v = tl.load(v_rows[:, None] + dims[None, :], key_ok[:, None] & d_ok[None, :], 0.0)
-            m_i, l_i, acc = _online_softmax_block(q, k, v, vis, m_i, l_i, acc, scale, PRECISION)
+    keep_row, tree_row = keep_ptr + b * skeep_b, tree_ptr + b * stree_b
+    k_head, v_head = k_ptr + b * sk_b + h * sk_h, v_ptr + b * sv_b + h * sv_h
+    if DYNAMIC:  # compiled: a loop over exactly this split's blocks, software-pipelined
+        for n0 in tl.range(start, end, BLOCK_N, num_stages=STAGES):
+            m_i, l_i, acc = _key_block(
+                n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row, tree_row,
+                stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP, IN_FLIGHT, TREE,
+                PRECISION,
+            )  # fmt: skip
+    else:  # the interpreter needs a constant trip count; blocks past the end skip
+        for i in range(SPLIT_BLOCKS):
+            n0 = start + i * BLOCK_N
+            if n0 < end:
+                m_i, l_i, acc = _key_block(
+                    n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row,
+                    tree_row, stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP,
+                    IN_FLIGHT, TREE, PRECISION,
+                )  # fmt: skip
 
     seen = l_i > 0
-    lse = tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("-inf"))
+    lse = tl.where(seen, (m_i + tl.log2(tl.where(seen, l_i, 1.0))) * LN2, float("-inf"))
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
     o_off = split * so_s + b * so_b + qh * so_h + t * so_t
     tl.store(o_ptr + o_off[:, None] + dims[None, :], out, row_ok[:, None] & d_ok[None, :])
@@ -149,7 +180,7 @@ def split_attention_lse(
     n_kv, n_keys = k.shape[1], k.shape[2]
     group = n_heads // n_kv
     rows = group * n_tokens
-    block_m = 16 if rows <= 16 else 32 if rows <= 32 else 64
+    block_m = min(max(triton.next_power_of_2(rows), 16), LAUNCH.max_block_m)
     n_mblocks = math.ceil(rows / block_m)
     n_splits = _n_splits(n_keys, batch * n_kv * n_mblocks)
     split_len = math.ceil(math.ceil(n_keys / n_splits) / BLOCK_N) * BLOCK_N
@@ -166,11 +197,12 @@ def split_attention_lse(
         tree_arg.stride(0) if tree_mask is not None else 0,
         tree_arg.stride(1) if tree_mask is not None else 0,
         *o_part.stride()[:4], *lse_part.stride()[:3],
-        n_kv, group, n_tokens, split_len, head_dim**-0.5,
+        n_kv, group, n_tokens, split_len, head_dim**-0.5 * LOG2E,
         HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=block_m,
         BLOCK_N=BLOCK_N, HAS_KEEP=keep is not None, IN_FLIGHT=in_flight,
         TREE=tree_mask is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        SPLIT_BLOCKS=split_len // BLOCK_N,
+        SPLIT_BLOCKS=split_len // BLOCK_N, DYNAMIC=not INTERPRET, STAGES=LAUNCH.stages,
+        num_warps=LAUNCH.num_warps,
     )  # fmt: skip
     return merge_splits(o_part, lse_part, out_dtype)
 

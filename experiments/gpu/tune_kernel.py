@@ -1,0 +1,115 @@
+"""Tune the split-KV kernel's launch settings and profile a decode step (GPU).
+
+python experiments/gpu/tune_kernel.py OUT.json
+Times ``split_attention_lse`` (tokens in flight read from the cache, tree mask) in CUDA
+graphs for verification-shaped (70 tokens) and step-shaped (1 token) calls against the
+time to read the keys/values once, for each launch setting; then profiles one eager vanilla
+step of the Llama-3-8B shape at 8k to list where its time goes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+
+import torch
+
+from longspec.attention import split_kernel as sk
+from longspec.bench.timing import Timing, copy_bandwidth
+from longspec.tree import ancestor_mask
+
+CASES = [  # (name, Hq, Hkv, D, tokens, context)
+    ("8b verify 8k", 32, 8, 128, 70, 8192),
+    ("8b verify 32k", 32, 8, 128, 70, 32768),
+    ("8b verify 128k", 32, 8, 128, 70, 131072),
+    ("8b step 32k", 32, 8, 128, 1, 32768),
+    ("smollm2 verify 4k", 9, 3, 64, 70, 4608),
+    ("smollm2 step 4k", 9, 3, 64, 1, 4608),
+]
+SETTINGS = [sk.Launch(m, w, s) for m, w, s in itertools.product([64, 128], [4, 8], [2, 3])]
+
+
+def graphed(fn, reps: int = 20):
+    """A callable replaying ``reps`` calls of fn as one CUDA graph."""
+    fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    return graph.replay
+
+
+def case_inputs(hq, hkv, d, n, ctx):
+    q = torch.randn(1, hq, n, d, device="cuda", dtype=torch.float16)
+    k = torch.randn(1, hkv, ctx + n + 64, d, device="cuda", dtype=torch.float16)
+    v = torch.randn_like(k)
+    lengths = torch.tensor([ctx], device="cuda")
+    parents = torch.tensor([[-1] + [max(i // 4, 0) for i in range(n - 1)]], device="cuda")
+    return q, k, v, lengths, ancestor_mask(parents)
+
+
+def tune(timing: Timing, bandwidth: float) -> list[dict]:
+    rows = []
+    for name, hq, hkv, d, n, ctx in CASES:
+        q, k, v, lengths, mask = case_inputs(hq, hkv, d, n, ctx)
+        floor = 2 * hkv * ctx * d * 2 / (bandwidth * 1e9)  # K and V read once
+        for launch in SETTINGS:
+            sk.LAUNCH = launch
+            try:
+                replay = graphed(
+                    lambda: sk.split_attention_lse(
+                        q, k, v, lengths, None, True, mask if n > 1 else None, q.dtype
+                    )
+                )
+                sec = timing.median(replay) / 20
+            except Exception as err:  # a setting that does not compile on this card
+                print(name, launch, "failed:", str(err)[:120])
+                continue
+            rows.append({"case": name, **vars(launch), "us": sec * 1e6, "floor_us": floor * 1e6})
+            print(f"| {name} | {launch} | {sec * 1e6:.1f} us | floor {floor * 1e6:.1f} us |")
+    return rows
+
+
+def profile_step() -> list[dict]:
+    from longspec.bench.scale_setup import long_context, one_round
+    from longspec.models.glide_io import random_glide
+    from longspec.models.random_weights import random_model, shape_config
+
+    sk.LAUNCH = sk.Launch()
+    hf = random_model(shape_config("llama8b"), torch.float16, "cuda")
+    from longspec.attention.triton_hybrid import TritonHybridAttention
+
+    draft = random_glide(hf.config, 0, torch.float16, torch.device("cuda"))
+    lc = long_context(hf, draft, TritonHybridAttention(), 8192, [4, 16, 16, 16, 16], graphs=False)
+    for _ in range(3):
+        one_round(lc.target, lc.vanilla, lc.state)
+    torch.cuda.synchronize()
+    acts = [torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        one_round(lc.target, lc.vanilla, lc.state)
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    top = sorted(events, key=lambda e: e.device_time_total, reverse=True)[:30]
+    total = sum(e.device_time_total for e in events if e.device_time_total)
+    print(f"eager vanilla step, 8b at 8k: GPU kernel time {total / 1e3:.2f} ms")
+    out = []
+    for e in top:
+        out.append({"name": e.key[:90], "count": e.count, "us": e.device_time_total})
+        print(f"{e.device_time_total / 1e3:8.3f} ms  x{e.count:4d}  {e.key[:90]}")
+    return out
+
+
+def main(path: str) -> None:
+    timing = Timing(torch.device("cuda"), reps=10, warmup=2)
+    bandwidth = copy_bandwidth(timing, 2048)
+    result = {"card": torch.cuda.get_device_name(), "bandwidth_gb_s": bandwidth}
+    result["tuning"] = tune(timing, bandwidth)
+    result["profile"] = profile_step()
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
