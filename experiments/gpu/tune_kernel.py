@@ -58,11 +58,8 @@ def tune(timing: Timing, bandwidth: float) -> list[dict]:
         for launch in SETTINGS:
             sk.LAUNCH = launch
             try:
-                replay = graphed(
-                    lambda: sk.split_attention_lse(
-                        q, k, v, lengths, None, True, mask if n > 1 else None, q.dtype
-                    )
-                )
+                args = (q, k, v, lengths, None, True, mask if n > 1 else None, q.dtype)
+                replay = graphed(lambda a=args: sk.split_attention_lse(*a))
                 sec = timing.median(replay) / 20
             except Exception as err:  # a setting that does not compile on this card
                 print(name, launch, "failed:", str(err)[:120])
