@@ -242,23 +242,32 @@ def test_train_cpu_run_and_cli_resume(tmp_path, tiny_cache, tiny_llama, conf_dir
     assert list((part / "wandb").glob("offline-run-*"))
 
 
-def test_selfgen_continues_train_prompts(tiny_llama, tiny_cache, monkeypatch):
-    from longspec.train.selfgen import generated_pieces
+def test_selfgen_rows_end_with_continuations(tiny_llama, tiny_cache, monkeypatch):
+    """Random train-stream windows, continued greedily; each row = prefix + the real text up
+    to the window's end + the whole continuation; cached; deterministic in the seed."""
+    from longspec.decoding.loop import generate
+    from longspec.decoding.sampling import Generation
+    from longspec.decoding.vanilla import Vanilla
+    from longspec.train.selfgen import selfgen_sequences, window_starts
 
     monkeypatch.setenv("LONGSPEC_CACHE", str(tiny_cache))
     hf, tok = tiny_llama
     target = TargetModel(hf, sdpa_attention)
-    kw = dict(
-        model_name="tiny_llama",
-        eos_ids=(-1,),
-        pad_id=0,
-        n=2,
-        prompt_tokens=16,
-        new_tokens=8,
-        batch=2,
-        seed=0,
-    )
-    pieces = generated_pieces(target, tok, **kw)
-    assert [p.numel() for p in pieces] == [24, 24]  # prompt + 8 greedy tokens each
-    again = generated_pieces(target, tok, **kw)  # from the cache
-    assert all(torch.equal(a, b) for a, b in zip(pieces, again, strict=True))
+    stream = torch.arange(3, 203)  # stand-in for the train stream
+    starts = window_starts(200, 50, 15, 17, seed=4)
+    assert starts == window_starts(200, 50, 15, 17, seed=4) and len(set(starts)) > 20
+    assert min(starts) >= 17 and max(starts) <= 185
+    kw = dict(model_name="tiny_llama", eos_ids=(-1,), pad_id=0, n=3, prompt_tokens=16,
+              new_tokens=8, batch=2, seed=0, seq_len=32)  # fmt: skip
+    rows, generated = selfgen_sequences(target, stream, [1], **kw)
+    assert rows.shape == (3, 32) and generated == 24 and (rows[:, 0] == 1).all()
+    for row in rows:
+        context = row[1:-8]  # 23 consecutive stream ids, ending where the prompt ended
+        assert torch.equal(context, torch.arange(int(context[0]), int(context[0]) + 23))
+        prompt = [1] + list(range(int(context[-1]) - 14, int(context[-1]) + 1))
+        (out,) = generate(target, Vanilla(), [prompt], Generation(8, (-1,)), 0)
+        assert row[-8:].tolist() == out.output_ids
+    again, _ = selfgen_sequences(target, stream, [1], **kw)  # from the cache
+    assert torch.equal(rows, again)
+    with pytest.raises(ValueError, match="too short"):
+        window_starts(20, 1, 15, 10, seed=0)

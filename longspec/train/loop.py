@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from longspec.attention.sdpa import sdpa_attention
+from longspec.attention.select import auto_backend
 from longspec.build import resolve_device
 from longspec.data.prompts import special_prefix
 from longspec.loading import load_target, special_ids
@@ -44,6 +45,12 @@ def lr_at(step: int, t: DictConfig) -> float:
     span = max(t.steps - t.warmup_steps, 1)
     frac = min((step - t.warmup_steps) / span, 1.0)
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def decode_target(hf) -> TargetModel:
+    """The target as the benchmarks run it: best attention backend; on CUDA static shapes,
+    so the greedy rounds of ``decode_tau`` replay as CUDA graphs (many times faster)."""
+    return TargetModel(hf, auto_backend(), static=hf.device.type == "cuda")
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -116,26 +123,7 @@ class Trainer:
         files, pieces = tokenize_split(tok, "train", t.data_root, t.max_files)
         extra, selfgen_tokens = None, 0
         if t.selfgen.n:
-            from longspec.train.data import pack
-            from longspec.train.selfgen import generated_pieces
-
-            gen_pieces = generated_pieces(
-                self.target,
-                tok,
-                model_name=cfg.model.name,
-                eos_ids=self.eos_ids,
-                pad_id=self.pad_id,
-                n=t.selfgen.n,
-                prompt_tokens=t.selfgen.prompt_tokens,
-                new_tokens=t.selfgen.new_tokens,
-                batch=t.selfgen.batch,
-                seed=t.seed,
-                root=t.data_root,
-            )
-            extra = pack(gen_pieces, t.seq_len, special_prefix(tok))
-            if t.selfgen.repeat > 1:
-                extra = extra.repeat(int(t.selfgen.repeat), 1)
-            selfgen_tokens = int(sum(p.numel() for p in gen_pieces))
+            extra, selfgen_tokens = self.selfgen_data(pieces)
         self.data = TrainData(pieces, t.seq_len, special_prefix(tok), t.seed, extra)
         ev = eval_sequences(tok, t.seq_len, t.eval.sequences, t.seed, t.data_root, t.max_files)
         self.eval_set = make_eval_set(ev, t.max_anchors, self.max_offset, t.seed)
@@ -198,6 +186,27 @@ class Trainer:
             self.work_dir,
             f"train-{cfg.model.name}-{t.name}",
         )
+
+    def selfgen_data(self, pieces: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Sequences ending with the target's own continuations of train-stream prompts."""
+        from longspec.train.selfgen import selfgen_sequences
+
+        t, g = self.t, self.t.selfgen
+        rows, generated = selfgen_sequences(
+            self.target,
+            torch.cat(pieces),
+            special_prefix(self.tokenizer),
+            model_name=self.cfg.model.name,
+            eos_ids=self.eos_ids,
+            pad_id=self.pad_id,
+            n=g.n,
+            prompt_tokens=g.prompt_tokens,
+            new_tokens=g.new_tokens,
+            batch=g.batch,
+            seed=t.seed,
+            seq_len=t.seq_len,
+        )
+        return (rows.repeat(int(g.repeat), 1) if g.repeat > 1 else rows), generated
 
     # ----------------------------------------------------------------------------- train
     def train_step(self, step: int) -> dict[str, float]:
@@ -359,7 +368,7 @@ class Trainer:
             )
             taus = decode_tau(
                 self.layer,
-                self.target,
+                decode_target(self.hf),
                 prompts,
                 eos_ids=self.eos_ids,
                 pad_id=self.pad_id,
