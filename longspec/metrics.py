@@ -76,7 +76,13 @@ def summarize(records: list[dict], strategy=None) -> dict:
     dcache = getattr(strategy, "dcache", None)
     if dcache is not None:
         out["draft_cache_bytes"] = dcache.nbytes
-    return out
+    return out | strategy_fields(strategy)
+
+
+def strategy_fields(strategy) -> dict:
+    """What a strategy chose at run time (e.g. ``tree_auto``: the tuned tree shapes)."""
+    describe = getattr(strategy, "describe", None)
+    return describe() if describe is not None else {}
 
 
 def environment(device: torch.device) -> dict:

@@ -255,10 +255,14 @@ def tree_shape(cfg: DictConfig) -> None:
             continue
         name = f"{prefix}.tree_shape"
         shape = node.tree_shape
+        if shape == "auto":
+            _check_auto(prefix, node.get("auto"))
+            continue
         example = "e.g. [4,16,16,16,16]"
         if not isinstance(shape, ListConfig | list) or len(shape) == 0:
             raise ValueError(
-                f"{name} must be a non-empty list of nodes per level ({example}), got {shape!r}"
+                f"{name} must be a non-empty list of nodes per level ({example}) or auto, "
+                f"got {shape!r}"
             )
         for level, width in enumerate(shape, start=1):
             if not _is_int(width) or width < 1:
@@ -271,6 +275,19 @@ def tree_shape(cfg: DictConfig) -> None:
                 f"{name} has {sum(shape)} nodes; at most {MAX_TREE_NODES} draft nodes per "
                 "round are allowed"
             )
+
+
+def _check_auto(prefix: str, auto: Any) -> None:
+    """The settings of ``tree_shape=auto`` (longspec.autoshape), checked by building them."""
+    from longspec.autoshape.policy import shape_policy
+
+    if auto is not None and not isinstance(auto, DictConfig):
+        raise ValueError(f"{prefix}.auto must be a mapping of settings, got {auto!r}")
+    settings = OmegaConf.to_container(auto, resolve=True) if auto is not None else None
+    try:
+        shape_policy("auto", settings)
+    except ValueError as err:
+        raise ValueError(str(err).replace("decode.auto", f"{prefix}.auto", 1)) from None
 
 
 @check

@@ -13,7 +13,7 @@ from longspec.build import build_strategy, build_target, resolve_device, resolve
 from longspec.data.sample import split_fitting
 from longspec.decoding.sampling import Generation
 from longspec.loading import special_ids
-from longspec.metrics import PhaseTimer, environment
+from longspec.metrics import PhaseTimer, environment, strategy_fields
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ def run_methods(cfg: DictConfig, methods: list[tuple[str, DictConfig]]) -> tuple
     rows = []
     for name, decode_cfg in methods:
         strategy = build_strategy(decode_cfg, target, cfg)
-        rows.append({"method": name, **time_method(strategy, target, prompts, gen, pad_id)})
+        timed = time_method(strategy, target, prompts, gen, pad_id)
+        rows.append({"method": name, **timed, **strategy_fields(strategy)})
         log.info("%s: tau %.2f, %.1f tokens/s", name, rows[-1]["tau"], rows[-1]["tokens_per_s"])
     env = environment(device) | {"prompt_tokens": [len(p) for p in prompts]}
     return rows, env

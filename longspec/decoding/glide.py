@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from longspec.autoshape.policy import shape_policy
 from longspec.decoding.proposal import Proposal
-from longspec.decoding.state import DecodeState
+from longspec.decoding.sampling import Generation
+from longspec.decoding.state import DecodeState, RowResult
 from longspec.decoding.strategy import LoopStrategy, accept_proposal
+from longspec.metrics import PhaseTimer
 from longspec.models.draft import GlideDraft
 from longspec.models.glide import GlideLayer
 from longspec.models.target import TargetModel
@@ -62,13 +67,58 @@ class _GlideBase(LoopStrategy):
 
 
 class TreeDecoding(_GlideBase):
-    """Beam tree: level l keeps the top-k_l (parent log-prob + token log-prob) children."""
+    """Beam tree: level l keeps the top-k_l (parent log-prob + token log-prob) children.
 
-    def __init__(self, draft: GlideLayer, tree_shape: Sequence[int], window: int = 512):
+    ``tree_shape`` is the nodes per level, or ``"auto"``: measure this device's costs and
+    the draft's acceptance on the first prompt, then use the shape with the most expected
+    tokens/s (``longspec.autoshape``; its settings come from ``auto``).
+    """
+
+    def __init__(
+        self,
+        draft: GlideLayer,
+        tree_shape: Sequence[int] | str,
+        window: int = 512,
+        auto: Mapping[str, Any] | None = None,
+    ):
         super().__init__(draft, window)
-        self.shape = TreeShape(tuple(tree_shape))
-        self.max_nodes = self.shape.num_nodes
-        self.max_depth = self.shape.depth
+        self.policy = shape_policy(tree_shape, auto)
+        self._set_shape(self.policy.initial)
+
+    def _set_shape(self, shape: TreeShape) -> None:
+        self.shape = shape
+        self.max_nodes = shape.num_nodes
+        self.max_depth = shape.depth
+
+    def generate(
+        self,
+        target: TargetModel,
+        prompts: list[list[int]],
+        gen: Generation,
+        pad_id: int,
+        timer: PhaseTimer | None = None,
+    ) -> list[RowResult]:
+        """Decode with the policy's shape for these prompts (chosen before any timing)."""
+        shape = self.policy.shape_for(self, target, prompts, gen, pad_id)
+        if shape != self.shape:
+            self._switch(shape, target, prompts, gen, pad_id)
+        return super().generate(target, prompts, gen, pad_id, timer)
+
+    def _switch(self, shape: TreeShape, target: TargetModel, prompts, gen, pad_id) -> None:
+        """Use another shape: new draft buffers and graphs, captured here (untimed)."""
+        self._set_shape(shape)
+        self.__dict__.pop("dcache", None)  # setup allocates one for the new node count
+        if target.graphs is None:
+            return
+        target.graphs.clear()  # graph keys do not name the shape
+        super().generate(target, prompts, replace(gen, max_new_tokens=4), pad_id)
+
+    def describe(self) -> dict:
+        """Summary fields: what ``tree_shape=auto`` chose (nothing for a fixed shape)."""
+        return self.policy.describe()
+
+    def _children_logp(self, level: int, logp: Tensor) -> None:
+        """Hook: the draft's token log-probs (B, n, V) under the n nodes of ``level``."""
 
     def _propose(self, root: Tensor, state: DecodeState) -> Proposal:
         logits = self._root_logits(root, state)[:, None]  # (B, 1, V)
@@ -78,7 +128,9 @@ class TreeDecoding(_GlideBase):
         scores = torch.zeros(batch, 1, device=device)  # cumulative draft log-prob per node
         level_start = 0
         for level, width in enumerate(self.shape.levels):
-            logp = scores[:, :, None] + torch.log_softmax(logits.float(), -1)  # (B, n, V)
+            token_logp = torch.log_softmax(logits.float(), -1)  # (B, n, V)
+            self._children_logp(level, token_logp)
+            logp = scores[:, :, None] + token_logp  # (B, n, V) cumulative
             top = logp.flatten(1).topk(width, dim=-1)  # over all (parent, token) pairs
             vocab = logp.shape[-1]
             tokens.append(top.indices % vocab)  # (B, k)

@@ -32,6 +32,21 @@ def pad_prompts(prompts: list[list[int]], pad_id: int, device) -> tuple[Tensor, 
     return ids, lengths
 
 
+def cache_capacity(prompt_len: int, gen: Generation, max_nodes: int) -> int:
+    """KV slots one decode needs: the prompt, the budget, one round's nodes, root and bonus."""
+    return prompt_len + gen.max_new_tokens + max_nodes + 2
+
+
+def reserve_cache(
+    target: TargetModel, prompts: list[list[int]], gen: Generation, nodes: int
+) -> None:
+    """Size a static target's pooled cache for a decode now, so that shorter runs before it
+    (warm-ups, tuning) use the same buffers and their captured graphs stay valid."""
+    if target.static:
+        longest = max(len(p) for p in prompts)
+        target.new_cache(len(prompts), cache_capacity(longest, gen, nodes))
+
+
 def generate(
     target: TargetModel,
     strategy: Strategy,
@@ -43,7 +58,7 @@ def generate(
     """Decode a batch of prompts (lists of ids); one RowResult per prompt."""
     timer = timer or PhaseTimer(target.device, enabled=False)
     ids, lengths = pad_prompts(prompts, pad_id, target.device)
-    capacity = ids.shape[1] + gen.max_new_tokens + strategy.max_nodes + 2
+    capacity = cache_capacity(ids.shape[1], gen, strategy.max_nodes)
     generator = torch.Generator(target.device).manual_seed(gen.seed)
     with timer.phase("prefill"):
         state = _prefill(target, strategy, ids, lengths, capacity, gen, generator)

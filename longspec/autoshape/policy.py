@@ -1,0 +1,100 @@
+"""Where a beam tree's shape comes from: the config's list, or ``auto`` (measured).
+
+``auto`` tunes once per (target, batch size, prompt-length bucket, sampling settings), on
+the first decode of at least MIN_TUNED_TOKENS tokens, before that decode starts (the time
+goes to no decode's timer; it is reported as ``tune_s``). Shorter decodes (warm-ups) use
+the shape tuned for the nearest bucket, else a one-node chain.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from longspec.autoshape.search import ShapeSpace, positive_int
+from longspec.tree import TreeShape
+
+log = logging.getLogger(__name__)
+
+MIN_TUNED_TOKENS = 16  # a decode shorter than this (a warm-up) does not pay for tuning
+DEFAULT_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16)
+AUTO_SETTINGS = {"widths", "max_depth", "max_nodes", "calib_tokens"}
+
+
+class FixedShape:
+    """The shape the config names."""
+
+    def __init__(self, shape: TreeShape):
+        self.initial = shape
+
+    def shape_for(self, strategy, target, prompts, gen, pad_id) -> TreeShape:
+        return self.initial
+
+    def describe(self) -> dict:
+        return {}
+
+
+class AutoShape:
+    """Measure, on the first prompt, the round costs and the draft's acceptance; use the
+    shape of ``space`` with the most expected tokens/s."""
+
+    initial = TreeShape((1,))
+
+    def __init__(
+        self,
+        widths: Sequence[int] = DEFAULT_WIDTHS,
+        max_depth: int = 6,
+        max_nodes: int = 128,
+        calib_tokens: int = 64,
+    ):
+        self.space = ShapeSpace(widths, max_depth, max_nodes)
+        self.calib_tokens = positive_int("calib_tokens", calib_tokens)
+        if self.calib_tokens < 2:
+            raise ValueError(f"decode.auto.calib_tokens must be at least 2, got {calib_tokens}")
+        self.tuned: dict[tuple, dict] = {}
+
+    def shape_for(self, strategy, target, prompts, gen, pad_id) -> TreeShape:
+        """The tuned shape for this decode; tunes first when none fits."""
+        key = _key(target, prompts, gen)
+        if key not in self.tuned:
+            if gen.max_new_tokens < MIN_TUNED_TOKENS:
+                return self._nearest(key, strategy.shape)
+            from longspec.autoshape.tune import tune  # imports the decoding strategies
+
+            self.tuned[key] = tune(strategy, target, prompts, gen, pad_id, self)
+        return TreeShape(self.tuned[key]["shape"])
+
+    def _nearest(self, key: tuple, default: TreeShape) -> TreeShape:
+        same = [k for k in self.tuned if k[:2] == key[:2]]  # same target and batch size
+        if not same:
+            return default
+        best = min(same, key=lambda k: abs(k[2].bit_length() - key[2].bit_length()))
+        return TreeShape(self.tuned[best]["shape"])
+
+    def describe(self) -> dict:
+        return {"tree_auto": list(self.tuned.values())}
+
+
+def _key(target, prompts: list[list[int]], gen) -> tuple:
+    """(target, batch, prompt bucket: next power of two, temperature, top_p)."""
+    longest = max(len(p) for p in prompts)
+    return (id(target), len(prompts), 1 << (longest - 1).bit_length(), gen.temperature, gen.top_p)
+
+
+def shape_policy(tree_shape: Sequence[int] | str, auto: Mapping[str, Any] | None):
+    """``decode.tree_shape`` (and ``decode.auto``) -> FixedShape or AutoShape."""
+    if isinstance(tree_shape, str):
+        if tree_shape != "auto":
+            raise ValueError(
+                "decode.tree_shape must be a list of nodes per level (e.g. [4,16,16,16,16]) "
+                f"or auto, got {tree_shape!r}"
+            )
+        settings = dict(auto or {})
+        unknown = sorted(set(settings) - AUTO_SETTINGS)
+        if unknown:
+            raise ValueError(
+                f"decode.auto.{unknown[0]} is not a setting; use {', '.join(sorted(AUTO_SETTINGS))}"
+            )
+        return AutoShape(**settings)
+    return FixedShape(TreeShape(tree_shape))

@@ -1,0 +1,59 @@
+"""Tune a beam tree's shape for this device, model pair and prompt (``tree_shape=auto``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from longspec.autoshape.acceptance import mean_accepted, rank_profile
+from longspec.autoshape.probe import ShapeProbe, calibrate
+from longspec.autoshape.search import rank
+from longspec.decoding.loop import reserve_cache
+from longspec.decoding.sampling import Generation
+from longspec.models.target import TargetModel
+
+log = logging.getLogger(__name__)
+
+
+def tune(
+    strategy, target: TargetModel, prompts: list[list[int]], gen: Generation, pad_id: int, policy
+) -> dict:
+    """Calibrate on ``prompts`` with the strategy's draft; the best shape of policy.space with
+    what it expects, the runners-up, the measured costs and acceptance profile."""
+    start = time.perf_counter()
+    space = policy.space
+    probe = ShapeProbe(strategy.layer, space.probe, policy.calib_tokens + 1, strategy.window)
+    # One pooled cache for the probe and the decode after it (their graphs stay valid).
+    need = replace(gen, max_new_tokens=max(gen.max_new_tokens, policy.calib_tokens))
+    reserve_cache(target, prompts, need, space.probe.num_nodes)
+    rounds, costs = calibrate(probe, target, prompts, gen, pad_id)
+    if target.graphs is not None:
+        target.graphs.clear()  # the probe's graphs and those of the timings
+    ranked = rank(mean_accepted(rounds, space.extensions), costs, top=6)
+    best = ranked[0]
+    result = {
+        "shape": list(best.shape),
+        "predicted_tokens_per_round": round(best.tokens_per_round, 3),
+        "predicted_tokens_per_s": round(best.tokens_per_s, 2),
+        "predicted_round_ms": round(best.round_s * 1e3, 3),
+        "prompt_tokens": max(len(p) for p in prompts),
+        "batch": len(prompts),
+        "calibration_rounds": rounds.count,
+        "runners_up": [c.as_dict() for c in ranked[1:]],
+        "acceptance_profile": rank_profile(rounds),
+        "costs": costs.as_dict(),
+        "tune_s": round(time.perf_counter() - start, 2),
+    }
+    log.info(
+        "tree_shape=auto: %s for %d-token prompts on %s (expects %.2f tokens/round, "
+        "%.1f tokens/s; %d calibration rounds, tuned in %.1f s)",
+        best.shape,
+        result["prompt_tokens"],
+        target.device,
+        best.tokens_per_round,
+        best.tokens_per_s,
+        rounds.count,
+        result["tune_s"],
+    )
+    return result

@@ -1,0 +1,366 @@
+"""``decode.tree_shape=auto`` (longspec.autoshape): replayed acceptance of narrower beams
+against real ones, predictions against real decoding, the cost model, the search space,
+auto decoding end to end on a tiny model (token-identical to vanilla), and bad settings."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import longspec.decoding.glide as glide_module
+from longspec.attention import sdpa_attention
+from longspec.autoshape.acceptance import Rounds, accepted_per_round, mean_accepted
+from longspec.autoshape.costs import CostModel
+from longspec.autoshape.policy import MIN_TUNED_TOKENS, AutoShape, shape_policy
+from longspec.autoshape.probe import ShapeProbe, calibrate
+from longspec.autoshape.search import ShapeSpace, rank
+from longspec.config import register
+from longspec.decoding.glide import TreeDecoding
+from longspec.decoding.sampling import Generation
+from longspec.decoding.vanilla import Vanilla
+from longspec.metrics import summarize
+from longspec.models.draft import GlideDraft
+from longspec.models.glide_io import random_glide
+from longspec.models.target import TargetModel
+from longspec.tree import TreeShape
+from longspec.validate import validate
+from longspec.verify import accept_greedy
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+# ---------------------------------------------------------------------------------------------
+# A draft that knows the target: its logits are the target's at the node plus fixed noise per
+# node, so acceptance is high but imperfect (a random tiny draft accepts almost nothing).
+
+
+class OracleDraft:
+    """Draft logits = target logits at the node + ``noise`` x N(0, 1) seeded by the node's
+    position and root path, so a node gets the same logits in every tree that holds it."""
+
+    def __init__(self, inner: GlideDraft, target: TargetModel, noise: float):
+        self.inner, self.target, self.noise = inner, target, noise
+
+    def new_cache(self, *args):
+        return self.inner.new_cache(*args)
+
+    def absorb(self, *args) -> None:
+        self.inner.absorb(*args)
+
+    def step(self, cache, target_cache, tokens, positions, pending_mask):
+        batch, n = tokens.shape
+        old = pending_mask.shape[2] - n  # nodes of this round proposed before
+        if old == 0:
+            self.tokens = tokens.new_zeros(batch, 0)
+            self.mask = torch.zeros(batch, 0, 0, dtype=torch.bool)
+        full = torch.zeros(batch, old + n, old + n, dtype=torch.bool)
+        full[:, :old, :old] = self.mask
+        full[:, old:] = pending_mask
+        self.tokens, self.mask = torch.cat([self.tokens, tokens], 1), full
+        depths = full.sum(-1) - 1  # (B, P+T)
+        logits = self.target._verify(self.tokens, depths, full, target_cache)[:, old:]
+        return logits + self.noise * self._noise(target_cache.lengths, old, logits.shape[-1])
+
+    def _noise(self, lengths, old: int, vocab: int) -> torch.Tensor:
+        rows = []
+        for b in range(self.tokens.shape[0]):
+            per_node = []
+            for i in range(old, self.tokens.shape[1]):
+                path = tuple(self.tokens[b][self.mask[b, i]].tolist())
+                seed = hash((int(lengths[b]), path)) & 0x7FFFFFFF
+                gen = torch.Generator().manual_seed(seed)
+                per_node.append(torch.randn(vocab, generator=gen))
+            rows.append(torch.stack(per_node))
+        return torch.stack(rows)  # (B, T, V)
+
+
+def with_oracle(cls, noise: float):
+    """``cls`` (a GLIDE strategy) drafting with an OracleDraft."""
+
+    class Oracle(cls):
+        def setup(self, target, batch):
+            super().setup(target, batch)
+            if not isinstance(self.draft, OracleDraft):
+                self.draft = OracleDraft(self.draft, target, noise)
+
+    return Oracle
+
+
+class DualProbe(with_oracle(ShapeProbe, 1.0)):
+    """A probe that also proposes and verifies narrower beams from each round's state and
+    records what they really accept."""
+
+    narrow = [(1,), (1, 1, 1), (2, 2, 2), (3, 2, 1), (1, 3, 3), (2, 4, 1)]
+
+    def setup(self, target, batch):
+        super().setup(target, batch)
+        self.actual = {s: [] for s in self.narrow}
+
+    def _propose(self, root, state):
+        for shape in self.narrow:
+            dec = TreeDecoding(self.layer, shape)
+            dec.target, dec.draft, dec.dcache = self.target, self.draft, self.dcache
+            prop = dec._propose(root, state)
+            logits = self.target.verify(prop.tokens, prop.depths, prop.mask, state.cache)
+            acc = accept_greedy(prop.tokens, prop.parents, logits, prop.max_depth)
+            self.actual[shape].append(int(acc.n_accepted[0]))
+        return super()._propose(root, state)  # the wide tree last: its KV is what is kept
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small for a second thread (it only adds contention)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def target(tiny_llama) -> TargetModel:
+    return TargetModel(tiny_llama[0], sdpa_attention)
+
+
+@pytest.fixture(scope="module")
+def layer(target):
+    return random_glide(target.hf.config, 0, target.dtype, target.device)
+
+
+def prompt(n: int, seed: int) -> list[int]:
+    return torch.randint(3, 259, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Replaying narrower beams from a wide one
+
+
+def hand_rounds() -> Rounds:
+    """A wide (2, 2) tree. Root children A (p .5), B (p .3); A's children a1 .3, a2 .2;
+    B's children b1 .9, b2 .05. Level 2 keeps B-b1 (.27) and A-a1 (.15). The target says
+    A, then a1."""
+    ln = np.log
+    tokens = np.array([[0, 10, 11, 21, 20]])  # root, A, B, b1, a1 (level order)
+    parents = np.array([[-1, 0, 0, 2, 1]])
+    kid_tok = np.array([[[10, 11], [20, 22], [21, 23]]])  # children of root, A, B
+    kid_lp = np.array([[[ln(0.5), ln(0.3)], [ln(0.3), ln(0.2)], [ln(0.9), ln(0.05)]]])
+    choice = np.array([[10, 20, 5, 5, 7]])  # target's token after root, A, B, b1, a1
+    return Rounds.from_log(tokens, parents, kid_tok, kid_lp, choice)
+
+
+@pytest.mark.parametrize(
+    "shape, accepted",
+    [
+        ((1,), 1),  # A is the root's best child
+        ((1, 1), 2),  # a chain keeps A's best child a1
+        ((2, 1), 1),  # a beam of two keeps B-b1 (.27) over A-a1 (.15)
+        ((1, 2), 2),
+        ((2, 2), 2),
+    ],
+)
+def test_replay_follows_the_beam_scores(shape, accepted):
+    assert accepted_per_round(hand_rounds(), shape).tolist() == [accepted]
+
+
+def test_replay_links_children_to_wide_nodes():
+    rounds = hand_rounds()
+    assert rounds.kid_node[0].tolist() == [[1, 2], [4, -1], [3, -1]]
+
+
+def test_replay_matches_real_narrow_beams(target, layer):
+    """Each recorded round, replayed for a narrower shape, accepts what that shape's own
+    beam accepts from the same state, but for rare nodes outside the wide tree."""
+    probe = DualProbe(layer, TreeShape((4, 4, 4)), rounds=61)
+    rounds, _ = calibrate(probe, target, [prompt(200, 0)], Generation(60, ()), 0)
+    assert rounds.count >= 20
+    deep = 0
+    for shape in probe.narrow:
+        replay = accepted_per_round(rounds, shape)
+        actual = np.array(probe.actual[shape][: rounds.count])
+        assert (replay == actual).mean() >= 0.9, (shape, replay, actual)
+        assert abs(replay.mean() - actual.mean()) <= 0.1, shape
+        deep += int((actual >= 2).sum())
+    assert deep >= 20  # the comparison covers multi-token acceptances
+
+
+def test_predicted_tokens_per_round_match_decoding(target, layer):
+    """Calibrate on a prompt, then decode it with each shape: the predicted tokens per
+    round (accepted + 1) is what decoding measures, within sampling noise."""
+    budget, text = 100, prompt(200, 1)
+    probe = with_oracle(ShapeProbe, 0.5)(layer, TreeShape((4, 4, 4)), rounds=budget + 1)
+    rounds, _ = calibrate(probe, target, [text], Generation(budget, ()), 0)
+    tree = with_oracle(TreeDecoding, 0.5)
+    for shape in [(1,), (1, 1, 1), (2, 2, 2), (4, 4, 4)]:
+        predicted = accepted_per_round(rounds, shape).mean() + 1
+        row = tree(layer, shape).generate(target, [text], Generation(budget, ()), 0)[0]
+        measured = (row.new_tokens - 1) / (row.target_forwards - 1)
+        assert predicted == pytest.approx(measured, rel=0.15), shape
+
+
+def test_mean_accepted_covers_the_space_and_agrees_with_single_replays(target, layer):
+    probe = with_oracle(ShapeProbe, 0.5)(layer, TreeShape((3, 3)), rounds=31)
+    rounds, _ = calibrate(probe, target, [prompt(120, 2)], Generation(30, ()), 0)
+    space = ShapeSpace((1, 2, 3), max_depth=2, max_nodes=5)
+    means = mean_accepted(rounds, space.extensions)
+    assert sorted(means) == sorted(space.shapes())
+    for shape, mean in means.items():
+        assert mean == pytest.approx(accepted_per_round(rounds, shape).mean())
+    assert means[(3, 2)] >= means[(1,)]  # more nodes on the path's levels never lose here
+
+
+# ---------------------------------------------------------------------------------------------
+# Costs, space, ranking
+
+
+def test_cost_model_adds_draft_levels_and_verification():
+    costs = CostModel((2, 10), (0.010, 0.050), (1, 5), (0.001, 0.005), overhead_s=0.002)
+    shapes = np.array([[2, 3, 0], [1, 0, 0]])
+    # [2, 3]: draft root (1 ms) + level of 2 (2 ms); verify 6 nodes (30 ms); overhead 2 ms
+    # [1]: draft root (1 ms); verify 2 nodes (10 ms); overhead 2 ms
+    assert costs.round_seconds(shapes) == pytest.approx([0.035, 0.013])
+    fitted = costs.with_overhead(0.040, (2, 3))
+    assert fitted.overhead_s == pytest.approx(0.007)
+    assert costs.with_overhead(0.0, (2, 3)).overhead_s == 0.0
+
+
+def brute_force(widths, max_depth, max_nodes):
+    out = set()
+    for depth in range(1, max_depth + 1):
+        for shape in itertools.product(widths, repeat=depth):
+            peak = shape.index(max(shape))
+            rises = all(a <= b for a, b in zip(shape[:peak], shape[1 : peak + 1], strict=True))
+            falls = all(a >= b for a, b in zip(shape[peak:], shape[peak + 1 :], strict=False))
+            if rises and falls and sum(shape) <= max_nodes:
+                out.add(shape)
+    return out
+
+
+@pytest.mark.parametrize("widths, depth, nodes", [((1, 2, 4), 4, 9), ((1, 3, 8), 3, 100)])
+def test_space_is_every_rise_then_fall_shape_within_limits(widths, depth, nodes):
+    space = ShapeSpace(widths, depth, nodes)
+    shapes = space.shapes()
+    assert len(shapes) == len(set(shapes))
+    assert set(shapes) == brute_force(widths, depth, nodes)
+    assert all(sum(s) <= nodes and len(s) <= depth for s in shapes)
+    assert max(space.probe.levels) >= max(max(s) for s in shapes)
+    assert space.probe.depth >= max(len(s) for s in shapes)
+
+
+def test_default_space_holds_the_paper_and_cpu_shapes():
+    shapes = set(AutoShape().space.shapes())
+    assert {(4, 16, 16, 16, 16), (2, 2, 2), (3, 2, 1), (1, 1, 1)} <= shapes
+    assert all(sum(s) <= 128 for s in shapes)
+
+
+def test_rank_trades_accepted_tokens_against_round_cost():
+    costs = CostModel((2, 4), (0.010, 0.030), (1, 2), (0.001, 0.001))
+    accepted = {(1,): 0.8, (3,): 1.0, (1, 1): 1.2}
+    # round = draft steps (1 ms each, the last level takes none) + verify(nodes + root):
+    # (1,) 1.8 / 11 ms = 164; (3,) 2.0 / 31 ms = 65; (1, 1) 2.2 / 22 ms = 100
+    best = rank(accepted, costs, top=3)
+    assert [c.shape for c in best] == [(1,), (1, 1), (3,)]
+    assert best[0].tokens_per_s == pytest.approx(1.8 / 0.011)
+    assert best[2].round_s == pytest.approx(0.031)
+
+
+# ---------------------------------------------------------------------------------------------
+# Auto decoding end to end
+
+
+SMALL = {"widths": [1, 2, 3], "max_depth": 3, "max_nodes": 6, "calib_tokens": 24}
+
+
+def test_auto_decodes_like_vanilla_and_reports_its_choice(target, layer, monkeypatch):
+    oracle = lambda *a: OracleDraft(GlideDraft(*a), target, 0.5)  # noqa: E731
+    monkeypatch.setattr(glide_module, "GlideDraft", oracle)
+    texts, gen = [prompt(150, 3)], Generation(40, ())
+    want = Vanilla().generate(target, texts, gen, 0)[0].output_ids
+    auto = TreeDecoding(layer, "auto", auto=SMALL)
+    short = auto.generate(target, texts, Generation(MIN_TUNED_TOKENS - 1, ()), 0)[0]
+    assert auto.describe() == {"tree_auto": []}  # a warm-up-sized decode does not tune
+    assert short.output_ids == want[: MIN_TUNED_TOKENS - 1]
+    rows = auto.generate(target, texts, gen, 0)
+    assert rows[0].output_ids == want
+    (chosen,) = auto.describe()["tree_auto"]
+    assert tuple(chosen["shape"]) in set(ShapeSpace([1, 2, 3], 3, 6).shapes())
+    assert auto.shape.levels == tuple(chosen["shape"])
+    assert chosen["calibration_rounds"] >= 5
+    assert chosen["predicted_tokens_per_round"] > 1.2  # the oracle draft is accepted
+    assert chosen["costs"]["verify_ms"] and chosen["costs"]["draft_level_ms"]
+    assert [p["depth"] for p in chosen["acceptance_profile"]] == [1, 2, 3]
+    auto.generate(target, texts, gen, 0)  # same bucket: no second tuning
+    assert len(auto.describe()["tree_auto"]) == 1
+    record = {"batch": 0, "decode_s": 1.0, "prefill_s": 0.1, "new_tokens": 40}
+    summary = summarize([{**record, "target_forwards": 20, "peak_memory_bytes": 0}], auto)
+    assert summary["tree_auto"][0]["shape"] == chosen["shape"]
+
+
+def test_auto_with_a_random_draft_matches_vanilla_on_a_batch(target, layer):
+    texts, gen = [prompt(90, 4), prompt(60, 5)], Generation(20, ())
+    want = [r.output_ids for r in Vanilla().generate(target, texts, gen, 0)]
+    auto = TreeDecoding(layer, "auto", auto=SMALL)
+    assert [r.output_ids for r in auto.generate(target, texts, gen, 0)] == want
+    assert auto.describe()["tree_auto"][0]["batch"] == 2
+
+
+@pytest.mark.gpu
+def test_auto_on_cuda_graphs_matches_vanilla(tiny_llama):
+    model = tiny_llama[0].to("cuda")
+    try:
+        cuda = TargetModel(model, sdpa_attention, static=True)
+        draft = random_glide(model.config, 0, cuda.dtype, cuda.device)
+        texts, gen = [prompt(150, 6)], Generation(40, ())
+        want = Vanilla().generate(cuda, texts, gen, 0)[0].output_ids
+        auto = TreeDecoding(draft, "auto", auto=SMALL)
+        assert auto.generate(cuda, texts, gen, 0)[0].output_ids == want
+        assert auto.describe()["tree_auto"][0]["calibration_rounds"] >= 5
+    finally:
+        model.to("cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad settings: one line naming the setting
+
+
+@pytest.mark.parametrize(
+    "tree_shape, auto, words",
+    [
+        ("automatic", None, "decode.tree_shape must be a list of nodes per level"),
+        ("auto", {"widths": []}, "decode.auto.widths must be a non-empty list"),
+        ("auto", {"widths": [2, 0]}, "decode.auto.widths must be a positive integer"),
+        ("auto", {"max_depth": 0}, "decode.auto.max_depth must be a positive integer"),
+        ("auto", {"max_nodes": 2.5}, "decode.auto.max_nodes must be a positive integer"),
+        ("auto", {"calib_tokens": 1}, "decode.auto.calib_tokens must be at least 2"),
+        ("auto", {"widths": [512], "max_nodes": 4096}, "calibration tree"),
+        ("auto", {"depth": 3}, "decode.auto.depth is not a setting"),
+    ],
+)
+def test_bad_settings_raise_one_line(tree_shape, auto, words):
+    with pytest.raises(ValueError, match=words) as err:
+        shape_policy(tree_shape, auto)
+    assert "\n" not in str(err.value)
+
+
+def composed(*overrides: str):
+    register()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=["model=tiny_llama", "decode=tree", *overrides])
+
+
+def test_config_accepts_auto_and_rejects_bad_settings():
+    cfg = composed("decode.tree_shape=auto")
+    validate(cfg)
+    assert OmegaConf.to_container(cfg.decode.auto)["max_nodes"] == 128
+    for override, words in [
+        ("decode.tree_shape=automatic", "decode.tree_shape must be a non-empty list"),
+        ("decode.auto.max_depth=0", "decode.auto.max_depth must be a positive integer"),
+        ("+decode.auto.extra=1", "decode.auto.extra is not a setting"),
+    ]:
+        with pytest.raises(ValueError, match=words) as err:
+            validate(composed("decode.tree_shape=auto", override))
+        assert "\n" not in str(err.value)
