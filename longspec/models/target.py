@@ -162,7 +162,15 @@ class TargetModel:
     @torch.inference_mode()
     def logits(self, hidden: Tensor) -> Tensor:
         """(B, T, hidden) -> (B, T, V) float32 logits."""
-        return self.lm_head(hidden.to(self.device)).float()
+        hidden = hidden.to(self.device)
+        rows = hidden.numel() // hidden.shape[-1]
+        if self.device.type != "cpu" or self.lm_head.bias is not None or rows == 1:
+            return self.lm_head(hidden).float()
+        # CPU: MKL's GEMM for a few rows times a wide (V, hidden) matrix is ~3x slower than
+        # the transposed product W @ x^T (measured: 49152 x 576, 2-8 rows, 2 cores).
+        flat = hidden.reshape(-1, hidden.shape[-1])  # (B*T, hidden)
+        out = (self.lm_head.weight @ flat.T).T  # (B*T, V)
+        return out.reshape(*hidden.shape[:-1], -1).float()
 
     def prefill(self, input_ids: Tensor, lengths: Tensor, cache: KVCache) -> Tensor:
         """Fill an empty cache with right-padded prompts (B, T); last-token logits (B, V)."""
