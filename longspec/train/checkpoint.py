@@ -103,7 +103,11 @@ def model_card(model_name: str, cfg, metrics: dict) -> str:
     data = metrics.get("data", {})
     gen_tokens = data.get("selfgen_tokens")
     selfgen = (
-        f", plus {gen_tokens} tokens the target generated from train prompts" if gen_tokens else ""
+        f", plus {data.get('selfgen_sequences')} sequences ending with {gen_tokens} tokens in "
+        f"all that the target generated greedily from random train-split windows of "
+        f"{t.selfgen.prompt_tokens} tokens"
+        if gen_tokens
+        else ""
     )
     lines = [
         f"# GLIDE draft for `{model_name}` (LongSpec)",
