@@ -4,17 +4,18 @@
     python experiments/tau_by_text.py out=/tmp/t.json device=cpu samples=1 new_tokens=16 \
         prompt_tokens=256                                       # a quick CPU check
 
-For SmolLM2 and a draft (the shipped one unless ``drafts=[dir,...]``), greedy decoding of
-``new_tokens`` tokens after ``prompt_tokens``-token continuation prompts: ``decode=tree``
-with ``tree_shape`` and ``decode=seq`` with ``gamma``, on the pycode eval split (what the
-draft's training held out) and on each localtext kind (text it never saw: prose, C
-headers, shell scripts, other languages). One process, ``longspec.bench.common.run_methods``
-per (draft, text). A kind with too few local files is reported as skipped with its
-one-line reason. Prints a markdown table and writes JSON to ``out`` (per row tau,
-tokens/s, the sample ids; per localtext kind the files the prompts were cut from).
+For SmolLM2 (``model=``) and a draft (the shipped one unless ``drafts=[dir,...]``),
+greedy decoding of ``new_tokens`` tokens after ``prompt_tokens``-token continuation
+prompts: ``decode=tree`` with ``tree_shape`` and ``decode=seq`` with ``gamma``, on the
+pycode eval split (what the draft's training held out) and on each localtext kind (text it
+never saw: prose, C headers, shell scripts, other languages). One process,
+``longspec.bench.common.run_methods`` per (draft, text). A kind with too few local files is
+reported as skipped with its one-line reason. Prints a markdown table and writes JSON to
+``out`` (per row tau, tokens/s, the sample ids; per localtext kind the files the prompts
+were cut from).
 
-Settings (``key=value``): out, device (auto|cpu|cuda), samples, prompt_tokens,
-new_tokens, kinds, drafts, tree_shape, gamma, label, min_files.
+Settings (``key=value``): out, model (default smollm2), device (auto|cpu|cuda), samples,
+prompt_tokens, new_tokens, kinds, drafts, tree_shape, gamma, label, min_files.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from longspec.loading import load_tokenizer, resolve_source
 
 DEFAULTS = {
     "out": "???",
+    "model": "smollm2",
     "device": "auto",
     "samples": 4,
     "prompt_tokens": 2048,
@@ -65,7 +67,7 @@ def data_overrides(kind: str, s: DictConfig) -> list[str]:
 
 def bench_cfg(kind: str, draft: str | None, s: DictConfig) -> DictConfig:
     overrides = [
-        "model=smollm2",
+        f"model={s.model}",
         f"device={s.device}",
         f"generation.max_new_tokens={s.new_tokens}",
         "generation.temperature=0",
