@@ -94,13 +94,17 @@ def wrong_tree_rule(tokens, parents, probs, generator) -> Acceptance:
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0])
-@pytest.mark.parametrize("method", ["vanilla", "seq", "tree"])
+@pytest.mark.parametrize("method", ["vanilla", "seq", "tree", "seq_subvocab", "tree_subvocab"])
 def test_sampled_output_has_target_distribution(target, temperature, method):
+    """*_subvocab: the draft scores only 3 of the 6 tokens (decode.draft_vocab)."""
     draft = random_glide(target.hf.config, 3, torch.float32, "cpu")
+    draft.token_ranking = torch.tensor([3, 0, 5, 1, 2, 4])
     make = {
         "vanilla": Vanilla,
         "seq": lambda: ChainDecoding(draft, 2),
         "tree": lambda: TreeDecoding(draft, (2, 2)),
+        "seq_subvocab": lambda: ChainDecoding(draft, 2, draft_vocab=3),
+        "tree_subvocab": lambda: TreeDecoding(draft, (2, 2), draft_vocab=3),
     }[method]
     probs = exact_distribution(target, temperature)
     counts = sample_counts(target, make, temperature, seed=7)

@@ -24,7 +24,9 @@ def decode_config(name: str, cfg: DictConfig) -> DictConfig:
     if not path.exists():
         options = sorted(p.stem for p in (CONF / "decode").glob("*.yaml"))
         raise ValueError(f"methods: unknown decode method {name!r}; options: {options}")
-    scope = OmegaConf.create({"device": cfg.device, "decode": OmegaConf.load(path)})
+    scope = OmegaConf.create(
+        {"device": cfg.device, "model": cfg.model, "decode": OmegaConf.load(path)}
+    )
     return OmegaConf.create(OmegaConf.to_container(scope, resolve=True)["decode"])
 
 

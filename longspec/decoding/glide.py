@@ -22,15 +22,32 @@ from longspec.tree import TreeShape, ancestor_mask
 from longspec.verify import Acceptance
 
 
+def _draft_vocab_ids(draft: GlideLayer, size: int | None) -> Tensor | None:
+    """The ``size`` most frequent token ids of the draft's ranking (None: all tokens)."""
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"decode.draft_vocab must be a positive integer or null, got {size!r}")
+    if draft.token_ranking is None:
+        raise ValueError(
+            "decode.draft_vocab needs the draft's token ranking (token_counts.json beside the "
+            "checkpoint; write it with python -m longspec.train.draft_vocab)"
+        )
+    return draft.token_ranking[:size]
+
+
 class _GlideBase(LoopStrategy):
     """Keeps the draft's constant-size cache in step with the committed tokens."""
 
     needs_draft = True
     max_nodes = 0
 
-    def __init__(self, draft: GlideLayer, window: int = 512):
+    def __init__(self, draft: GlideLayer, window: int = 512, draft_vocab: int | None = None):
+        """``draft_vocab``: the draft scores only the K most frequent tokens of its training
+        text (lossless: see ``models.draft_vocab``); None scores the whole vocabulary."""
         self.layer = draft
         self.window = window
+        self.vocab_ids = _draft_vocab_ids(draft, draft_vocab)
 
     def setup(self, target: TargetModel, batch: int) -> None:
         """Draft and its cache; a static target keeps one cache per batch size (graphs)."""
@@ -39,7 +56,7 @@ class _GlideBase(LoopStrategy):
         if target.static and old is not None and old.ring_pos.shape[0] == batch:
             old.reset()
             return
-        self.draft = GlideDraft(self.layer, target, target.attention, self.window)
+        self.draft = GlideDraft(self.layer, target, target.attention, self.window, self.vocab_ids)
         self.dcache = self.draft.new_cache(batch, self.max_depth + 1, self.max_nodes + 1)
 
     def graph_state(self) -> list[Tensor]:
@@ -80,8 +97,9 @@ class TreeDecoding(_GlideBase):
         tree_shape: Sequence[int] | str,
         window: int = 512,
         auto: Mapping[str, Any] | None = None,
+        draft_vocab: int | None = None,
     ):
-        super().__init__(draft, window)
+        super().__init__(draft, window, draft_vocab)
         self.policy = shape_policy(tree_shape, auto)
         self._set_shape(self.policy.initial)
 
@@ -160,8 +178,10 @@ class TreeDecoding(_GlideBase):
 class ChainDecoding(_GlideBase):
     """Chain of gamma draft tokens: argmax when greedy, sampled from q otherwise."""
 
-    def __init__(self, draft: GlideLayer, gamma: int = 4, window: int = 512):
-        super().__init__(draft, window)
+    def __init__(
+        self, draft: GlideLayer, gamma: int = 4, window: int = 512, draft_vocab: int | None = None
+    ):
+        super().__init__(draft, window, draft_vocab)
         if gamma <= 0:
             raise ValueError(f"decode.gamma must be a positive integer, got {gamma}")
         self.gamma = gamma

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from longspec.attention.base import AttentionBackend, Prefix
 from longspec.cache import DraftCache, KVCache
+from longspec.models.draft_vocab import DraftHead
 from longspec.models.glide import GlideLayer
 from longspec.models.rotary import apply_rotary
 from longspec.models.target import TargetModel
@@ -16,12 +17,19 @@ class GlideDraft:
     """Proposes tokens with one layer that reads the target's last-layer KV cache."""
 
     def __init__(
-        self, layer: GlideLayer, target: TargetModel, attention: AttentionBackend, window: int
+        self,
+        layer: GlideLayer,
+        target: TargetModel,
+        attention: AttentionBackend,
+        window: int,
+        vocab_ids: Tensor | None = None,
     ):
+        """``vocab_ids``: score only these tokens (see ``draft_vocab``); None = all."""
         self.layer = layer
         self.target = target
         self.attention = attention
         self.window = window
+        self.head = None if vocab_ids is None else DraftHead(target.lm_head.weight, vocab_ids)
 
     def new_cache(self, batch: int, max_absorb: int, max_pending: int) -> DraftCache:
         d = self.layer.dims
@@ -74,6 +82,8 @@ class GlideDraft:
         x = x + layer.self_attn.o_proj(o.transpose(1, 2).flatten(2))
         x = x + self._cross(layer.post_self_attention_layernorm(x), cos, sin, target_cache)
         x = x + layer.mlp(layer.post_cross_attention_layernorm(x))
+        if self.head is not None:
+            return self.head(x)
         return self.target.logits(x)  # no final norm: the layer feeds lm_head directly
 
     def _cross(self, h: Tensor, cos: Tensor, sin: Tensor, target_cache: KVCache) -> Tensor:

@@ -92,6 +92,9 @@ class GlideLayer(nn.Module):
         self.cross_attn = GlideAttentionProj(dims)
         self.post_cross_attention_layernorm = RMSNorm(dims.hidden, dims.rms_eps)
         self.mlp = GlideMLP(dims)
+        # Token ids by decreasing training frequency, when the checkpoint ships them
+        # (``draft_vocab.RANKING_FILE``); not a weight.
+        self.token_ranking: Tensor | None = None
 
     def heads(self, x: Tensor, n_heads: int) -> Tensor:
         """(B, T, H*D) -> (B, H, T, D)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from longspec.models.draft_vocab import load_ranking
 from longspec.models.glide import GlideDims, GlideLayer
 
 _CHECKED = (
@@ -80,6 +81,7 @@ def load_glide(path: str | Path, target_config, dtype: torch.dtype, device) -> G
     state = _read_state(path)
     check_state(layer, state, str(path))
     layer.load_state_dict(state)
+    layer.token_ranking = load_ranking(path)
     return layer.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
