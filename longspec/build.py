@@ -7,12 +7,13 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from longspec.loading import load_target, resolve_draft_path
 from longspec.models.glide import GlideLayer
 from longspec.models.glide_io import load_glide, random_glide
 from longspec.models.target import TargetModel
+from longspec.placement import split_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,28 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def build_target(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
-    """Load the target and its tokenizer; wrap it with the chosen attention backend."""
+    """Load the target and its tokenizer; wrap it with the chosen attention backend.
+
+    With ``resources.gpus_per_job`` > 1 the target is split over the job's GPUs
+    (``longspec.placement``).
+    """
+    gpus = OmegaConf.select(cfg, "resources.gpus_per_job", default=1)
     hf, tokenizer = load_target(
-        cfg.model.target, dtype=dtype, device=device, trust_remote_code=cfg.trust_remote_code
+        cfg.model.target,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=cfg.trust_remote_code,
+        **split_kwargs(gpus, device),
     )
     attention = instantiate(cfg.attention)
-    # On a GPU: static shapes, so verify and propose run as captured CUDA graphs.
-    return TargetModel(hf, attention, static=device.type == "cuda"), tokenizer
+    # On a GPU: static shapes, so verify and propose run as captured CUDA graphs (one
+    # device only: a split target runs without graphs).
+    target = TargetModel(hf, attention, static=device.type == "cuda")
+    if target.split:
+        log.info(
+            "target split over %s (no CUDA graphs)", sorted(set(map(str, target.layer_devices)))
+        )
+    return target, tokenizer
 
 
 def load_draft(cfg: DictConfig, target: TargetModel) -> GlideLayer:

