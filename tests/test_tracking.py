@@ -288,3 +288,37 @@ def test_runner_results_survive_broken_wandb_init(
     summary = json.loads((offline_env / "summary.json").read_text())
     assert summary["n_samples"] == 2 and summary["model"] == "tiny_llama"
     assert not (offline_env / "wandb").exists()
+
+
+def test_runner_logs_the_baseline_speedup_to_wandb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_cache: Path
+) -> None:
+    """A job with a baseline (decode@baseline=vanilla): the W&B run summary gets the
+    speedup and the baseline's tokens/s that summary.json holds."""
+    from hydra import compose, initialize_config_dir
+
+    import longspec.runner as runner
+    from longspec.config import register
+
+    run = FakeRun()
+    real_build = runner.build
+
+    def build(node: Any) -> Any:
+        if str(node.get("_target_", "")).endswith("WandbLogger"):
+            return WandbLogger(importer=lambda: fake_wandb(run))
+        return real_build(node)
+
+    monkeypatch.setattr(runner, "build", build)
+    register()
+    overrides = ["model=tiny_llama", "decode=vanilla", "decode@baseline=vanilla", "data=pycode",
+                 "data.num_samples=1", "data.prompt_tokens=48", "generation.max_new_tokens=4",
+                 "logger=wandb", "warmup=false", "device=cpu"]  # fmt: skip
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LONGSPEC_CACHE", str(tiny_cache))
+    assert runner.run(cfg) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert run.summary["speedup"] == summary["speedup"] > 0
+    assert run.summary["baseline_tokens_per_s"] == summary["baseline"]["tokens_per_s"]
+    assert run.exit_code == 0
