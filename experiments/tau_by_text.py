@@ -118,7 +118,8 @@ def table(results: list[dict]) -> str:
             continue
         for row in r["rows"]:
             lines.append(
-                f"| {r['kind']} | {Path(r['draft']).name} | {len(r['sample_ids'])} | "
+                f"| {r['kind']} | {'/'.join(Path(r['draft']).parts[-2:])} | "
+                f"{len(r['sample_ids'])} | "
                 f"{row['method']} | {row['tau']:.2f} | {row['tokens_per_s']:.1f} | "
                 f"{row['new_tokens']} |"
             )

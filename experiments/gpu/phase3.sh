@@ -57,7 +57,7 @@ tau() {  # name, seconds allowed, draft dirs; writes $OUT/tau_<name>.json
   dirs=$(printf '%s,' "$@")
   timeout "$secs" python3 experiments/tau_by_text.py out=$OUT/tau_$name.json model=$MODEL \
     kinds=[pycode] $TAU_ARGS "drafts=[${dirs%,}]" >/tmp/p3/tau_$name.log 2>&1
-  grep -v "it/s\]" /tmp/p3/tau_$name.log | tail -9 >>"$LOG"
+  grep -v "it/s\]" /tmp/p3/tau_$name.log | tail -12 >>"$LOG"
 }
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$LOG"
