@@ -4,7 +4,8 @@
 ``@check``) on a composed run config. Each raises a one-line ``ValueError`` naming the
 setting and what is allowed; ``run.py`` prints it as ``error: ...`` and exits 2.
 
-During decoding, :func:`check_finite` stops a sample whose logits hold NaN or inf and
+During decoding, :func:`finite_rows` + :func:`raise_if_not_finite` (the decode loop, no
+extra host sync) or :func:`check_finite` stop a sample whose logits hold NaN or inf, and
 :func:`check_output_ids` a sample whose output holds ids outside the vocabulary.
 :func:`redact_config` removes credentials from a config before it is written anywhere.
 """
