@@ -12,22 +12,24 @@
 #              random train-split windows (train.selfgen.n), generated first (~30 s)
 # 2. Greedy tau of the three checkpoints: tree [4,16,16,16,16] and seq gamma 4 on 4 pycode
 #    eval prompts of 2048 tokens, 128 new tokens (experiments/tau_by_text.py, CUDA graphs).
-# 3. The variant with the best tree tau continues (resume=true) to step $LONG, exports a
-#    float16 draft, and gets the same tau measurement.
+# 3. The variant with the best tree tau continues (resume=true) and exports a float16 draft,
+#    which gets the same tau measurement. Its schedule's length is set from the time left
+#    (at $SPS_MS ms a step alone, at most $LONG steps): the cosine then still ends at its
+#    minimum, and the learning rate at the resume point moves by a few percent at most.
 #
-# Budget (phase 2 on an H100: 0.105 s/step for CE alone, 1500 steps in 2.6 min; KL adds
-# a few full-vocabulary passes, ~0.12 s/step): stage 1 ~45 s start and GGUF cache + ~150 s
-# for 3 x $SHORT steps and the generation sharing the GPU; stage 2 ~60 s; stage 3 gets what
-# is left before $BUDGET seconds minus ~75 s for its tau and packing: ~190 s, enough for
-# the ~1600 remaining steps. If it runs out, the last checkpoint (every 200 steps) is packed
-# instead of the exported draft. Wall time stays under $BUDGET (default 525 s) + ~10 s.
+# Budget (phase 2 on an H100: 0.105 s/step for CE alone, 1500 steps in 2.6 min; KL adds a
+# few full-vocabulary passes: 0.13 s/step assumed): stage 1 ~45 s start and GGUF cache +
+# ~150 s for 3 x $SHORT steps and the generation sharing the GPU; stage 2 ~60 s; stage 3
+# gets what is left before $BUDGET seconds minus ~75 s for its tau and packing (~1200-1600
+# more steps). Should it still run out, the last checkpoint (every 200 steps) is packed
+# instead of the exported draft. Wall time stays under $BUDGET (default 510 s) + ~10 s.
 #
 # Back under $OUT (8 files): phase3.log, tau_short.json, tau_best.json, summary.json,
 # draft_{ce,kl,kl_gen}.tar (stage-1 checkpoints) and best_draft.tar (the continued run's
 # exported draft, float16: tar -xf best_draft.tar -C longspec/assets/glide-smollm2).
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 LONGSPEC_CACHE=/tmp/lscache
-SHORT=${SHORT:-400} LONG=${LONG:-2000} GEN=${GEN:-2048} BUDGET=${BUDGET:-525}
+SHORT=${SHORT:-400} LONG=${LONG:-2000} GEN=${GEN:-2048} BUDGET=${BUDGET:-510} SPS_MS=${SPS_MS:-130}
 MODEL=${MODEL:-smollm2} TRAIN=${TRAIN:-default}  # CPU dry run: tiny_llama, cpu_tiny
 TAU_ARGS=${TAU_ARGS:-device=cuda samples=4 prompt_tokens=2048 new_tokens=128}
 START=$(date +%s)
@@ -40,7 +42,7 @@ declare -A EXTRA=(
   [kl]="train.distill_weight=1.0"
   [kl_gen]="train.distill_weight=1.0 train.selfgen.n=$GEN"
 )
-COMMON="model=$MODEL train=$TRAIN train.steps=$LONG train.eval.every=$SHORT \
+COMMON="model=$MODEL train=$TRAIN train.eval.every=$SHORT \
 train.save_every=200 train.eval.tau_prompts=0 train.progress=false"
 
 train_variant() {  # name, seconds allowed, extra overrides; output in /tmp/p3/<name>.log
@@ -63,7 +65,7 @@ tau() {  # name, seconds allowed, draft dirs; writes $OUT/tau_<name>.json
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$LOG"
 log "stage 1: ce, kl, kl_gen to step $SHORT of $LONG, side by side"
 for name in ce kl kl_gen; do
-  train_variant $name 280 train.stop_at=$SHORT &
+  train_variant $name 280 train.steps=$LONG train.stop_at=$SHORT &
 done
 wait
 tails ce kl kl_gen
@@ -75,8 +77,10 @@ log "stage 2: tau of the stage-1 checkpoints"
 tau short 120 $RUNS/ce/checkpoint $RUNS/kl/checkpoint $RUNS/kl_gen/checkpoint
 BEST=$(python3 experiments/gpu/phase3_results.py pick $OUT/tau_short.json) || BEST=kl_gen
 LEFT=$((BUDGET - ($(date +%s) - START) - 75))
-log "stage 3: $BEST continues to step $LONG (${LEFT}s allowed)"
-[ $LEFT -gt 30 ] && train_variant $BEST $LEFT resume=true
+STEPS=$((SHORT + (LEFT - 30) * 1000 / SPS_MS))
+[ $STEPS -gt $LONG ] && STEPS=$LONG
+log "stage 3: $BEST continues to step $STEPS (${LEFT}s allowed)"
+[ $STEPS -gt $SHORT ] && train_variant $BEST $LEFT train.steps=$STEPS resume=true
 tails $BEST
 FINAL=$RUNS/$BEST/final
 if [ ! -f $FINAL/model.safetensors ]; then
