@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from longspec.attention.base import AttentionBackend
 from longspec.cache import KVCache
+from longspec.models.fused_layer import FusedLayers, can_fuse
 from longspec.models.graphs import GraphCache
 from longspec.models.rotary import apply_rotary
 
@@ -58,6 +59,12 @@ class TargetModel:
         self.fuse_rounds = True  # on CUDA graphs: a whole greedy round per graph replay
         self.graphs = GraphCache() if self.static and self.device.type == "cuda" else None
         self._pool: KVCache | None = None
+        # Static on CUDA: decoder layers through fused kernels (plain path = reference).
+        self.fused = (
+            FusedLayers(self.body, attention, self.n_heads, self.n_kv_heads)
+            if self.graphs is not None and can_fuse(hf_model)
+            else None
+        )
 
     @property
     def device(self) -> torch.device:
@@ -132,6 +139,9 @@ class TargetModel:
         used = cache.capacity if self.static else cache.check_room(start, input_ids.shape[1])
         x = self.embed(input_ids)  # (B, T, hidden)
         cos, sin = self.rotary(x, positions)  # (B, T, D)
+        if self.fused is not None:
+            prefix_args = (keep, start, used)
+            return self.fused.forward(x, cos, sin, cache, prefix_args, start, new_mask)
         inputs, memo = (cos, sin, start, new_mask, keep), {}
         for idx, layer in enumerate(self.body.layers):
             if self.split:  # this layer's inputs on its device

@@ -1,0 +1,75 @@
+"""Checks of the fused layer kernels, run by test_split_kernel.py under TRITON_INTERPRET=1."""
+
+import os
+
+import pytest
+import torch
+
+from longspec.attention.eager import eager_attention
+from longspec.attention.triton_hybrid import TritonHybridAttention
+from longspec.cache import KVCache
+from longspec.decoding.glide import TreeDecoding
+from longspec.decoding.sampling import Generation
+from longspec.decoding.vanilla import Vanilla
+from longspec.models.fused_kernels import add_rms_norm, rotary_into_cache, silu_mul
+from longspec.models.fused_layer import FusedLayers
+from longspec.models.glide_io import random_glide
+from longspec.models.rotary import apply_rotary
+from longspec.models.target import TargetModel
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/test_split_kernel.py"
+pytestmark = pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+
+
+def test_add_rms_norm_matches_the_module(tiny_llama):
+    model, _ = tiny_llama
+    norm = model.model.layers[0].input_layernorm
+    gen = torch.Generator().manual_seed(0)
+    x, delta = torch.randn(2, 2, 5, model.config.hidden_size, generator=gen)
+    summed, normed = add_rms_norm(x, delta, norm.weight, norm.variance_epsilon)
+    assert torch.equal(summed, x + delta)
+    assert (normed - norm(x + delta)).abs().max() <= 1e-6
+    alone = add_rms_norm(x, None, norm.weight, norm.variance_epsilon)[1]
+    assert (alone - norm(x)).abs().max() <= 1e-6
+
+
+def test_rotary_into_cache_matches_rotate_then_write():
+    gen = torch.Generator().manual_seed(1)
+    n_q, n_kv, dim, batch, n_tok = 4, 2, 16, 2, 3
+    qkv = torch.randn(batch, n_tok, (n_q + 2 * n_kv) * dim, generator=gen)
+    cos, sin = torch.randn(2, batch, n_tok, dim, generator=gen)
+    start = torch.tensor([5, 0])
+    cache = KVCache(1, batch, n_kv, 12, dim, torch.float32, "cpu")
+    k_cache, v_cache = cache.layer(0)
+    q, k, v = rotary_into_cache(qkv, cos, sin, k_cache, v_cache, start, n_q, n_kv)
+    heads = qkv.unflatten(-1, (n_q + 2 * n_kv, dim)).transpose(1, 2)  # (B, H, T, D)
+    want_q = apply_rotary(heads[:, :n_q], cos, sin)
+    want_k = apply_rotary(heads[:, n_q : n_q + n_kv], cos, sin)
+    assert (q - want_q).abs().max() <= 1e-6 and (k - want_k).abs().max() <= 1e-6
+    assert torch.equal(v, heads[:, n_q + n_kv :])
+    ref = KVCache(1, batch, n_kv, 12, dim, torch.float32, "cpu")
+    ref.write(0, want_k, heads[:, n_q + n_kv :], start)
+    assert (k_cache - ref.layer(0)[0]).abs().max() <= 1e-6
+    assert torch.equal(v_cache, ref.layer(0)[1])
+
+
+def test_silu_mul_matches_the_mlp_activation():
+    gen = torch.Generator().manual_seed(2)
+    gate_up = torch.randn(3, 4, 2 * 1100, generator=gen)
+    gate, up = gate_up.chunk(2, -1)
+    assert (silu_mul(gate_up) - torch.nn.functional.silu(gate) * up).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_qwen2"])
+def test_fused_target_is_lossless(name, request):
+    model, _ = request.getfixturevalue(name)
+    plain = TargetModel(model, eager_attention)
+    gen = Generation(max_new_tokens=10, eos_ids=())
+    prompts = [torch.randint(3, plain.vocab_size, (n,)).tolist() for n in (23, 9)]
+    want = [r.output_ids for r in Vanilla().generate(plain, prompts, gen, pad_id=0)]
+    fused = TargetModel(model, TritonHybridAttention(min_prefix=0), static=True)
+    fused.fused = FusedLayers(fused.body, fused.attention, fused.n_heads, fused.n_kv_heads)
+    draft = random_glide(model.config, 0, fused.dtype, fused.device)
+    for strategy in (Vanilla(), TreeDecoding(draft, (2, 2))):
+        got = [r.output_ids for r in strategy.generate(fused, prompts, gen, pad_id=0)]
+        assert got == want
