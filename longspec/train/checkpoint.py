@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from longspec.models.draft_vocab import save_ranking
 from longspec.models.glide import GlideLayer
 from longspec.models.glide_io import load_glide, save_glide
 
@@ -81,11 +82,16 @@ def export_draft(
     dtype: torch.dtype,
     card: str,
     extra: dict | None = None,
+    token_counts: torch.Tensor | None = None,
 ) -> None:
+    """The draft in the published layout, with its config, metrics, card and (given the
+    train split's token counts) the ranking ``decode.draft_vocab`` uses."""
     shipped = copy.deepcopy(layer).to(device="cpu", dtype=dtype)
 
     def fill(tmp: Path) -> None:
         save_glide(shipped, tmp, target_config, extra=extra)
+        if token_counts is not None:
+            save_ranking(tmp, token_counts, "pycode train split")
         _side_files(tmp, cfg, metrics)
         (tmp / "README.md").write_text(card)
 

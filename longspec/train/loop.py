@@ -17,6 +17,7 @@ from longspec.attention.select import auto_backend
 from longspec.build import resolve_device
 from longspec.data.prompts import special_prefix
 from longspec.loading import load_target, special_ids
+from longspec.models.draft_vocab import count_tokens
 from longspec.models.target import TargetModel
 from longspec.train.checkpoint import export_draft, load_checkpoint, model_card, save_checkpoint
 from longspec.train.data import TrainData, eval_sequences, tokenize_split
@@ -125,6 +126,7 @@ class Trainer:
         if t.selfgen.n:
             extra, selfgen_tokens = self.selfgen_data(pieces)
         self.data = TrainData(pieces, t.seq_len, special_prefix(tok), t.seed, extra)
+        self.token_counts = count_tokens(pieces, self.hf.config.vocab_size)  # draft_vocab
         ev = eval_sequences(tok, t.seq_len, t.eval.sequences, t.seed, t.data_root, t.max_files)
         self.eval_set = make_eval_set(ev, t.max_anchors, self.max_offset, t.seed)
         self.data_info = {
@@ -392,6 +394,7 @@ class Trainer:
             DTYPES[t.save_dtype],
             model_card(self.cfg.model.name, self.cfg, metrics),
             extra={"step": exported, "dtype": t.save_dtype, "train": t.name},
+            token_counts=self.token_counts,
         )
         log.info("draft saved to %s", self.save_path)
         self.tracker.finish({k: v for k, v in final.items() if v is not None})
