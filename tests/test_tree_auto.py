@@ -308,6 +308,29 @@ def test_auto_with_a_random_draft_matches_vanilla_on_a_batch(target, layer):
     assert auto.describe()["tree_auto"][0]["batch"] == 2
 
 
+def test_auto_calibrates_with_the_strategys_draft_vocabulary(target, monkeypatch):
+    import longspec.autoshape.tune as tune_module
+
+    probes = []
+
+    class Spy(ShapeProbe):
+        def __init__(self, *args):
+            super().__init__(*args)
+            probes.append(self)
+
+    monkeypatch.setattr(tune_module, "ShapeProbe", Spy)
+    ranked = random_glide(target.hf.config, 1, target.dtype, target.device)
+    ranked.token_ranking = torch.arange(258, 2, -1)  # ids 258, 257, ..., 3
+    texts, gen = [prompt(80, 7)], Generation(20, ())
+    want = Vanilla().generate(target, texts, gen, 0)[0].output_ids
+    auto = TreeDecoding(ranked, "auto", auto=SMALL, draft_vocab=40)
+    assert auto.generate(target, texts, gen, 0)[0].output_ids == want
+    (probe,) = probes
+    assert torch.equal(probe.vocab_ids, auto.vocab_ids)
+    recorded = probe.log.kid_tok[: int(probe.log.count)]  # (R, B, M, W)
+    assert recorded.numel() and recorded.min() >= 258 - 39  # all candidates among the 40 kept
+
+
 @pytest.mark.gpu
 def test_auto_on_cuda_graphs_matches_vanilla(tiny_llama):
     model = tiny_llama[0].to("cuda")

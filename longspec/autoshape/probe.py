@@ -83,8 +83,16 @@ class RoundLog:
 class ShapeProbe(TreeDecoding):
     """A wide beam tree that logs its rounds and, once, the device's costs."""
 
-    def __init__(self, draft: GlideLayer, shape: TreeShape, rounds: int, window: int = 512):
+    def __init__(
+        self,
+        draft: GlideLayer,
+        shape: TreeShape,
+        rounds: int,
+        window: int = 512,
+        vocab_ids: Tensor | None = None,
+    ):
         super().__init__(draft, shape.levels, window)
+        self.vocab_ids = vocab_ids  # the tokens the tuned strategy's draft scores (None: all)
         self.rounds = rounds
         self.costs: CostModel | None = None
         self.log: RoundLog | None = None

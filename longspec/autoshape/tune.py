@@ -23,7 +23,9 @@ def tune(
     what it expects, the runners-up, the measured costs and acceptance profile."""
     start = time.perf_counter()
     space = policy.space
-    probe = ShapeProbe(strategy.layer, space.probe, policy.calib_tokens + 1, strategy.window)
+    probe = ShapeProbe(
+        strategy.layer, space.probe, policy.calib_tokens + 1, strategy.window, strategy.vocab_ids
+    )
     # One pooled cache for the probe and the decode after it (their graphs stay valid).
     need = replace(gen, max_new_tokens=max(gen.max_new_tokens, policy.calib_tokens))
     reserve_cache(target, prompts, need, space.probe.num_nodes)
