@@ -4,7 +4,12 @@ auto decoding end to end on a tiny model (token-identical to vanilla), and bad s
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +37,8 @@ from longspec.tree import TreeShape
 from longspec.validate import validate
 from longspec.verify import accept_greedy
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,6 +219,21 @@ def test_mean_accepted_covers_the_space_and_agrees_with_single_replays(target, l
     assert means[(3, 2)] >= means[(1,)]  # more nodes on the path's levels never lose here
 
 
+def test_sampled_calibration_records_draws_from_the_target(target, layer):
+    """The recorded choices come from the sampling distribution: near temperature 0 they
+    are the greedy choices (and a temperature of 1 records rounds as well)."""
+    text, probe = [prompt(100, 8)], with_oracle(ShapeProbe, 0.5)
+
+    def recorded(temperature: float) -> Rounds:
+        gen = Generation(30, (), temperature=temperature, seed=3)
+        return calibrate(probe(layer, TreeShape((3, 3)), 31), target, text, gen, 0)[0]
+
+    greedy, cold, warm = recorded(0.0), recorded(1e-4), recorded(1.0)
+    assert np.array_equal(greedy.choice, cold.choice)
+    assert np.array_equal(accepted_per_round(greedy, (2, 2)), accepted_per_round(cold, (2, 2)))
+    assert warm.count > 0 and warm.choice.min() >= 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Costs, space, ranking
 
@@ -387,3 +408,58 @@ def test_config_accepts_auto_and_rejects_bad_settings():
         with pytest.raises(ValueError, match=words) as err:
             validate(composed("decode.tree_shape=auto", override))
         assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# As users run it
+
+
+def test_run_py_reports_the_tuned_shape_in_summary(tmp_path):
+    env = dict(os.environ, LONGSPEC_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    overrides = [
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "model=tiny_llama",
+        "decode=tree",
+        "decode.tree_shape=auto",
+        "decode.auto.widths=[1,2]",
+        "decode.auto.max_depth=2",
+        "decode.auto.calib_tokens=16",
+        "~decode@baseline",
+        "data=pycode",
+        "data.num_samples=1",
+        "data.prompt_tokens=96",
+        f"generation.max_new_tokens={MIN_TUNED_TOKENS + 4}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    (chosen,) = summary["tree_auto"]
+    assert tuple(chosen["shape"]) in set(ShapeSpace([1, 2], 2, 128).shapes())
+    assert chosen["prompt_tokens"] == 96 and chosen["tune_s"] > 0
+
+
+def test_benchmark_script_methods_and_table():
+    spec = importlib.util.spec_from_file_location("auto_shape", ROOT / "experiments/auto_shape.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cfg = bench.config(["device=cpu", "data.num_samples=1"])
+    assert cfg.generation.max_new_tokens == 64 and cfg.data.num_samples == 1
+    names = [name for name, _ in bench.methods(cfg)]
+    shapes = [node.tree_shape for _, node in bench.methods(cfg)[1:]]
+    assert names[0] == "vanilla" and names[-1] == "tree auto"
+    assert shapes == [*bench.FIXED, "auto"]
+    rows = [
+        {"method": n, "tau": 1.0, "tokens_per_s": 10.0 + i, "outputs": [[i > 2]]}
+        for i, n in enumerate(names)
+    ]
+    rows[-1]["tree_auto"] = [{"shape": [2, 2]}]
+    text = bench.table(rows).splitlines()
+    assert "| tree auto | [2,2] | 1.00 | 16.00 | 1.60x | 1.07 | False |" in text
+    assert "| tree [1,1,1] | - | 1.00 | 11.00 | 1.10x | 0.73 | True |" in text
