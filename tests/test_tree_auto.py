@@ -250,7 +250,7 @@ def test_cost_model_adds_draft_levels_and_verification():
 
 
 def brute_force(widths, max_depth, max_nodes):
-    out = set()
+    out = {()}
     for depth in range(1, max_depth + 1):
         for shape in itertools.product(widths, repeat=depth):
             peak = shape.index(max(shape))
@@ -268,7 +268,7 @@ def test_space_is_every_rise_then_fall_shape_within_limits(widths, depth, nodes)
     assert len(shapes) == len(set(shapes))
     assert set(shapes) == brute_force(widths, depth, nodes)
     assert all(sum(s) <= nodes and len(s) <= depth for s in shapes)
-    assert max(space.probe.levels) >= max(max(s) for s in shapes)
+    assert max(space.probe.levels) >= max(max(s, default=0) for s in shapes)
     assert space.probe.depth >= max(len(s) for s in shapes)
 
 
@@ -287,6 +287,26 @@ def test_rank_trades_accepted_tokens_against_round_cost():
     assert [c.shape for c in best] == [(1,), (1, 1), (3,)]
     assert best[0].tokens_per_s == pytest.approx(1.8 / 0.011)
     assert best[2].round_s == pytest.approx(0.031)
+
+
+def test_rank_falls_back_to_no_draft_when_drafting_does_not_pay():
+    costs = CostModel((1, 2, 4), (0.010, 0.015, 0.016), (1, 2), (0.002, 0.003))
+    # [] 1 / 10 ms = 100; [1] 1.3 / 17 ms = 76; [2, 1] 1.5 / 21 ms = 71
+    best = rank({(): 0.0, (1,): 0.3, (2, 1): 0.5}, costs, top=3)
+    assert [c.shape for c in best] == [(), (1,), (2, 1)]
+    assert [c.round_s for c in best] == pytest.approx([0.010, 0.017, 0.021])
+    best = rank({(): 0.0, (1,): 0.6}, costs)  # 1.6 / 17 ms = 94: still not worth it
+    assert best[0].shape == ()
+    best = rank({(): 0.0, (1,): 0.8}, costs)  # 1.8 / 17 ms = 106
+    assert best[0].shape == (1,)
+
+
+def test_empty_shape_decodes_like_vanilla(target, layer):
+    texts, gen = [prompt(70, 9), prompt(50, 10)], Generation(12, ())
+    want = [r.output_ids for r in Vanilla().generate(target, texts, gen, 0)]
+    rows = TreeDecoding(layer, ()).generate(target, texts, gen, 0)
+    assert [r.output_ids for r in rows] == want
+    assert all(r.target_forwards == 12 for r in rows)  # prefill + 11 one-token rounds
 
 
 # ---------------------------------------------------------------------------------------------

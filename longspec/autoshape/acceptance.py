@@ -141,8 +141,9 @@ def accepted_per_round(rounds: Rounds, shape: Shape) -> np.ndarray:
 
 def mean_accepted(rounds: Rounds, extensions: Callable[[Shape], list[int]]) -> dict[Shape, float]:
     """Mean accepted draft tokens of every shape reachable through ``extensions`` (widths that
-    may follow a prefix), each level's beam computed once for all shapes sharing it."""
-    out: dict[Shape, float] = {}
+    may follow a prefix), each level's beam computed once for all shapes sharing it. The
+    empty shape (rounds without a draft, as vanilla decoding) accepts none."""
+    out: dict[Shape, float] = {(): 0.0}
 
     def visit(prefix: Shape, beam: Beam) -> None:
         widths = extensions(prefix)

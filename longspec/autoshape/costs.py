@@ -21,7 +21,7 @@ from longspec.models.draft import GlideDraft
 from longspec.models.target import TargetModel
 
 # Nodes verified at once (tree + root), and nodes of one draft level, timed up to the largest.
-VERIFY_GRID = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 112, 160, 224, 320, 448, 640)
+VERIFY_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 112, 160, 224, 320, 448, 640)
 DRAFT_GRID = (1, 2, 4, 8, 16, 32, 64)
 
 

@@ -31,7 +31,8 @@ def positive_int(name: str, value: object) -> int:
 class ShapeSpace:
     """Beam trees of at most ``max_depth`` levels and ``max_nodes`` draft nodes whose level
     widths come from ``widths`` and rise then fall (once a level is narrower than the one
-    above, no later level is wider): [4, 16, 16], [3, 2, 1], [2, 4, 4, 2], ..."""
+    above, no later level is wider): [4, 16, 16], [3, 2, 1], [2, 4, 4, 2], ...; and the
+    empty tree [] (no draft: a vanilla round), for when drafting does not pay."""
 
     widths: tuple[int, ...]
     max_depth: int
@@ -67,8 +68,8 @@ class ShapeSpace:
         return [w for w in self.widths if w <= min(room, top)]
 
     def shapes(self) -> list[Shape]:
-        """Every shape of the space."""
-        out, todo = [], [()]
+        """Every shape of the space, the empty one (no draft: vanilla rounds) first."""
+        out, todo = [()], [()]
         while todo:
             prefix = todo.pop()
             for w in self.extensions(prefix):

@@ -139,6 +139,8 @@ class TreeDecoding(_GlideBase):
         """Hook: the draft's token log-probs (B, n, V) under the n nodes of ``level``."""
 
     def _propose(self, root: Tensor, state: DecodeState) -> Proposal:
+        if not self.shape.levels:  # no draft level (auto's pick when drafting does not pay)
+            return chain_proposal(root[:, None], None)
         logits = self._root_logits(root, state)[:, None]  # (B, 1, V)
         batch, device = logits.shape[0], logits.device
         tokens = [root[:, None]]
