@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from longspec.bench.common import run_methods
 from longspec.bench.e2e import CONF, decode_config
 from longspec.config import register
+from longspec.models.draft_vocab import RANKING_FILE
 from longspec.loading import load_tokenizer, resolve_source
 
 DEFAULTS = {
@@ -76,6 +77,8 @@ def bench_cfg(kind: str, draft: str | None, s: DictConfig) -> DictConfig:
     if draft is not None:
         path = Path(draft).expanduser().resolve()
         overrides += [f"model.draft.path={path}", "model.draft.package=null"]
+        if not (path / RANKING_FILE).is_file():  # a training checkpoint: score every token
+            overrides.append("model.draft.vocab=null")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("bench", overrides)
 
