@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from longspec.bench.common import run_methods
 from longspec.bench.e2e import CONF, decode_config
 from longspec.config import register
-from longspec.models.draft_vocab import RANKING_FILE
 from longspec.loading import load_tokenizer, resolve_source
+from longspec.models.draft_vocab import RANKING_FILE
 
 DEFAULTS = {
     "out": "???",
