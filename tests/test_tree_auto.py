@@ -331,7 +331,9 @@ def test_auto_decodes_like_vanilla_and_reports_its_choice(target, layer, monkeyp
     assert tuple(chosen["shape"]) in set(ShapeSpace([1, 2, 3], 3, 6).shapes())
     assert auto.shape.levels == tuple(chosen["shape"])
     assert chosen["calibration_rounds"] >= 5
-    assert chosen["predicted_tokens_per_round"] > 1.2  # the oracle draft is accepted
+    first = chosen["acceptance_profile"][0]  # the oracle's best child is often the target's
+    assert first["rounds"] == chosen["calibration_rounds"] and first["rank_share"][0] > 0.3
+    assert chosen["predicted_tokens_per_round"] >= 1.0
     assert chosen["costs"]["verify_ms"] and chosen["costs"]["draft_level_ms"]
     assert [p["depth"] for p in chosen["acceptance_profile"]] == [1, 2, 3]
     auto.generate(target, texts, gen, 0)  # same bucket: no second tuning

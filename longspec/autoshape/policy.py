@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from longspec.autoshape.search import ShapeSpace, positive_int
+from longspec.decoding.sampling import Generation
+from longspec.models.target import TargetModel
 from longspec.tree import TreeShape
+
+if TYPE_CHECKING:
+    from longspec.decoding.glide import TreeDecoding
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +33,14 @@ class FixedShape:
     def __init__(self, shape: TreeShape):
         self.initial = shape
 
-    def shape_for(self, strategy, target, prompts, gen, pad_id) -> TreeShape:
+    def shape_for(
+        self,
+        strategy: TreeDecoding,
+        target: TargetModel,
+        prompts: list[list[int]],
+        gen: Generation,
+        pad_id: int,
+    ) -> TreeShape:
         return self.initial
 
     def describe(self) -> dict:
@@ -54,7 +66,14 @@ class AutoShape:
             raise ValueError(f"decode.auto.calib_tokens must be at least 2, got {calib_tokens}")
         self.tuned: dict[tuple, dict] = {}
 
-    def shape_for(self, strategy, target, prompts, gen, pad_id) -> TreeShape:
+    def shape_for(
+        self,
+        strategy: TreeDecoding,
+        target: TargetModel,
+        prompts: list[list[int]],
+        gen: Generation,
+        pad_id: int,
+    ) -> TreeShape:
         """The tuned shape for this decode; tunes first when none fits."""
         key = _key(target, prompts, gen)
         if key not in self.tuned:
@@ -76,13 +95,15 @@ class AutoShape:
         return {"tree_auto": list(self.tuned.values())}
 
 
-def _key(target, prompts: list[list[int]], gen) -> tuple:
+def _key(target: TargetModel, prompts: list[list[int]], gen: Generation) -> tuple:
     """(target, batch, prompt bucket: next power of two, temperature, top_p)."""
     longest = max(len(p) for p in prompts)
     return (id(target), len(prompts), 1 << (longest - 1).bit_length(), gen.temperature, gen.top_p)
 
 
-def shape_policy(tree_shape: Sequence[int] | str, auto: Mapping[str, Any] | None):
+def shape_policy(
+    tree_shape: Sequence[int] | str, auto: Mapping[str, Any] | None
+) -> FixedShape | AutoShape:
     """``decode.tree_shape`` (and ``decode.auto``) -> FixedShape or AutoShape."""
     if isinstance(tree_shape, str):
         if tree_shape != "auto":

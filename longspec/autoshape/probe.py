@@ -109,12 +109,11 @@ class ShapeProbe(TreeDecoding):
     def absorb_prompt(self, state: DecodeState, ids: Tensor, lengths: Tensor) -> None:
         super().absorb_prompt(state, ids, lengths)
         if self.costs is None:  # the cache holds the prompt now: time the parts of a round
-            reps, warmup = (10, 3) if self.target.device.type == "cuda" else (3, 1)
-            timing = Timing(self.target.device, reps=reps, warmup=warmup)
-            self.costs = measure(
-                self.target, self.draft, self.dcache, state.cache, self.max_nodes + 1,
-                self.shape.levels[0], timing,
-            )  # fmt: skip
+            device = self.target.device
+            reps, warmup = (10, 3) if device.type == "cuda" else (3, 1)  # CPU: slow, steady
+            nodes, width = self.max_nodes + 1, self.shape.levels[0]
+            parts = (self.target, self.draft, self.dcache, state.cache, nodes, width)
+            self.costs = measure(*parts, Timing(device, reps=reps, warmup=warmup))
 
     def _children_logp(self, level: int, logp: Tensor) -> None:
         self.log.stage(level, logp)

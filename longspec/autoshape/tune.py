@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from longspec.autoshape.acceptance import mean_accepted, rank_profile
 from longspec.autoshape.probe import ShapeProbe, calibrate
@@ -13,11 +14,20 @@ from longspec.decoding.loop import reserve_cache
 from longspec.decoding.sampling import Generation
 from longspec.models.target import TargetModel
 
+if TYPE_CHECKING:
+    from longspec.autoshape.policy import AutoShape
+    from longspec.decoding.glide import TreeDecoding
+
 log = logging.getLogger(__name__)
 
 
 def tune(
-    strategy, target: TargetModel, prompts: list[list[int]], gen: Generation, pad_id: int, policy
+    strategy: TreeDecoding,
+    target: TargetModel,
+    prompts: list[list[int]],
+    gen: Generation,
+    pad_id: int,
+    policy: AutoShape,
 ) -> dict:
     """Calibrate on ``prompts`` with the strategy's draft; the best shape of policy.space with
     what it expects, the runners-up, the measured costs and acceptance profile."""
