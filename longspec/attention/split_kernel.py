@@ -201,7 +201,9 @@ def split_attention_lse(
         HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=block_m,
         BLOCK_N=BLOCK_N, HAS_KEEP=keep is not None, IN_FLIGHT=in_flight,
         TREE=tree_mask is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        SPLIT_BLOCKS=split_len // BLOCK_N, DYNAMIC=not INTERPRET, STAGES=LAUNCH.stages,
+        # compiled kernels loop dynamically: a constant 0 keeps one binary for all lengths
+        SPLIT_BLOCKS=split_len // BLOCK_N if INTERPRET else 0, DYNAMIC=not INTERPRET,
+        STAGES=LAUNCH.stages,
         num_warps=LAUNCH.num_warps,
     )  # fmt: skip
     return merge_splits(o_part, lse_part, out_dtype)
