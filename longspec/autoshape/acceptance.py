@@ -83,7 +83,8 @@ class Candidates:
 
     node: np.ndarray  # (R, C)
     score: np.ndarray  # (R, C)
-    hit: np.ndarray  # (R, C) bool: the child is the target's next token on its path
+    hit_at: np.ndarray  # (R,) place of the target's next token on its path, C if absent
+    hit_node: np.ndarray  # (R,) its wide-tree node (-1: outside the wide tree or absent)
     beam: Beam
 
 
@@ -104,29 +105,25 @@ def expand(beam: Beam, rounds: Rounds) -> Candidates:
     known = (beam.node >= 0) & (beam.node < rounds.kid_tok.shape[1])  # (R, k) has children
     parent = np.where(known, beam.node, 0)  # (R, k)
     score = beam.score[..., None] + rounds.kid_lp[rows, parent]  # (R, k, W) float32
-    score = np.where(known[..., None], score, np.float32(-np.inf))
-    alive = beam.truth >= 0  # (R,)
+    score = np.where(known[..., None], score, np.float32(-np.inf)).reshape(rounds.count, -1)
     wanted = rounds.choice[rows[:, 0], np.maximum(beam.truth, 0)]  # (R,) target's next token
-    on_path = known & alive[:, None] & (beam.node == beam.truth[:, None])  # (R, k)
+    on_path = known & (beam.truth >= 0)[:, None] & (beam.node == beam.truth[:, None])  # (R, k)
     hit = on_path[..., None] & (rounds.kid_tok[rows, parent] == wanted[:, None, None])
-    order = np.argsort(-score.reshape(rounds.count, -1), axis=1, kind="stable")  # (R, k*W)
-    return Candidates(
-        node=np.take_along_axis(rounds.kid_node[rows, parent].reshape(order.shape), order, 1),
-        score=np.take_along_axis(score.reshape(order.shape), order, 1),
-        hit=np.take_along_axis(hit.reshape(order.shape), order, 1),
-        beam=beam,
-    )
+    order = np.argsort(-score, axis=1, kind="stable")  # (R, C) best first
+    node = rounds.kid_node[rows, parent].reshape(score.shape)[rows, order]  # (R, C)
+    hit = hit.reshape(score.shape)[rows, order]  # (R, C) at most one True per row
+    hit_at = np.where(hit.any(1), hit.argmax(1), hit.shape[1])  # (R,)
+    hit_node = np.where(hit_at < hit.shape[1], node[rows[:, 0], hit_at % hit.shape[1]], -1)
+    return Candidates(node, score[rows, order], hit_at, hit_node, beam)
 
 
 def take(cands: Candidates, width: int) -> Beam:
     """The next level: the ``width`` best candidates."""
-    hit = cands.hit[:, :width]  # (R, w)
-    inside = hit.any(1)  # (R,) the target's next token made it into the level
-    truth_node = np.where(hit, cands.node[:, :width], -1).max(1, initial=-1)  # (R,)
+    inside = cands.hit_at < width  # (R,) the target's next token made it into the level
     return Beam(
         node=cands.node[:, :width],
         score=cands.score[:, :width],
-        truth=np.where(inside, truth_node, -1),  # an accepted node outside the wide tree: stop
+        truth=np.where(inside, cands.hit_node, -1),  # accepted outside the wide tree: stop
         accepted=cands.beam.accepted + inside,
     )
 
@@ -152,7 +149,7 @@ def mean_accepted(rounds: Rounds, extensions: Callable[[Shape], list[int]]) -> d
         cands = expand(beam, rounds)
         for width in widths:
             nxt = take(cands, width)
-            out[prefix + (width,)] = float(nxt.accepted.mean()) if rounds.count else 0.0
+            out[prefix + (width,)] = float(nxt.accepted.sum()) / max(rounds.count, 1)
             visit(prefix + (width,), nxt)
 
     visit((), root_beam(rounds))

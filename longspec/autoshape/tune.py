@@ -7,9 +7,10 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from longspec.autoshape.acceptance import mean_accepted, rank_profile
+from longspec.autoshape.acceptance import Rounds, mean_accepted, rank_profile
+from longspec.autoshape.costs import CostModel
 from longspec.autoshape.probe import ShapeProbe, calibrate
-from longspec.autoshape.search import rank
+from longspec.autoshape.search import Choice, rank
 from longspec.decoding.loop import reserve_cache
 from longspec.decoding.sampling import Generation
 from longspec.models.target import TargetModel
@@ -31,7 +32,7 @@ def tune(
 ) -> dict:
     """Calibrate on ``prompts`` with the strategy's draft; the best shape of policy.space with
     what it expects, the runners-up, the measured costs and acceptance profile."""
-    start = time.perf_counter()
+    started = time.perf_counter()
     space = policy.space
     probe = ShapeProbe(
         strategy.layer, space.probe, policy.calib_tokens + 1, strategy.window, strategy.vocab_ids
@@ -43,8 +44,29 @@ def tune(
     if target.graphs is not None:
         target.graphs.clear()  # the probe's graphs and those of the timings
     ranked = rank(mean_accepted(rounds, space.extensions), costs, top=6)
+    result = report(ranked, rounds, costs, prompts) | {
+        "tune_s": round(time.perf_counter() - started, 2)
+    }
+    log.info(
+        "tree_shape=auto: %s for %d-token prompts on %s (expects %.2f tokens/round, "
+        "%.1f tokens/s; %d calibration rounds, tuned in %.1f s)",
+        ranked[0].shape,
+        result["prompt_tokens"],
+        target.device,
+        ranked[0].tokens_per_round,
+        ranked[0].tokens_per_s,
+        rounds.count,
+        result["tune_s"],
+    )
+    return result
+
+
+def report(
+    ranked: list[Choice], rounds: Rounds, costs: CostModel, prompts: list[list[int]]
+) -> dict:
+    """The summary entry: the best shape with its predictions, then how it was found."""
     best = ranked[0]
-    result = {
+    return {
         "shape": list(best.shape),
         "predicted_tokens_per_round": round(best.tokens_per_round, 3),
         "predicted_tokens_per_s": round(best.tokens_per_s, 2),
@@ -55,17 +77,4 @@ def tune(
         "runners_up": [c.as_dict() for c in ranked[1:]],
         "acceptance_profile": rank_profile(rounds),
         "costs": costs.as_dict(),
-        "tune_s": round(time.perf_counter() - start, 2),
     }
-    log.info(
-        "tree_shape=auto: %s for %d-token prompts on %s (expects %.2f tokens/round, "
-        "%.1f tokens/s; %d calibration rounds, tuned in %.1f s)",
-        best.shape,
-        result["prompt_tokens"],
-        target.device,
-        best.tokens_per_round,
-        best.tokens_per_s,
-        rounds.count,
-        result["tune_s"],
-    )
-    return result
