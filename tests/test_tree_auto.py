@@ -21,10 +21,11 @@ from omegaconf import OmegaConf
 import longspec.decoding.glide as glide_module
 from longspec.attention import sdpa_attention
 from longspec.autoshape.acceptance import Rounds, accepted_per_round, mean_accepted
-from longspec.autoshape.costs import CostModel
+from longspec.autoshape.costs import CostModel, rising
 from longspec.autoshape.policy import MIN_TUNED_TOKENS, AutoShape, shape_policy
 from longspec.autoshape.probe import ShapeProbe, calibrate
 from longspec.autoshape.search import ShapeSpace, rank
+from longspec.bench.timing import Timing
 from longspec.config import register
 from longspec.decoding.glide import TreeDecoding
 from longspec.decoding.sampling import Generation
@@ -247,6 +248,26 @@ def test_cost_model_adds_draft_levels_and_verification():
     fitted = costs.with_overhead(0.040, (2, 3))
     assert fitted.overhead_s == pytest.approx(0.007)
     assert costs.with_overhead(0.0, (2, 3)).overhead_s == 0.0
+
+
+@pytest.mark.parametrize(
+    "measured, fitted",
+    [
+        ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),
+        ([1.0, 3.0, 2.0, 4.0], [1.0, 2.5, 2.5, 4.0]),
+        ([5.0, 1.0, 1.0, 1.0], [2.0, 2.0, 2.0, 2.0]),
+        ([1.0, 9.0, 2.0, 1.0, 10.0], [1.0, 4.0, 4.0, 4.0, 10.0]),
+    ],
+)
+def test_costs_are_fitted_non_decreasing(measured, fitted):
+    assert rising(measured) == pytest.approx(fitted)
+
+
+def test_timing_in_turns_reports_each_functions_median():
+    calls = []
+    timing = Timing(torch.device("cpu"), reps=3, warmup=1)
+    out = timing.medians([lambda: calls.append("a"), lambda: calls.append("b")])
+    assert calls == ["a", "b"] * 4 and len(out) == 2 and all(t >= 0 for t in out)
 
 
 def brute_force(widths, max_depth, max_nodes):

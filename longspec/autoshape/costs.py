@@ -78,9 +78,21 @@ def measure(
     ``max_level`` nodes after each row's committed prefix (nothing is committed)."""
     verify_nodes = grid(VERIFY_GRID, max_verify)
     draft_nodes = grid(DRAFT_GRID, max_level)
-    verify_s = [timing.median(_verify(target, cache, n)) for n in verify_nodes]
-    draft_s = [timing.median(_draft_level(target, draft, dcache, cache, n)) for n in draft_nodes]
-    return CostModel(verify_nodes, tuple(verify_s), draft_nodes, tuple(draft_s))
+    verify_s = timing.medians([_verify(target, cache, n) for n in verify_nodes])
+    draft_s = timing.medians([_draft_level(target, draft, dcache, cache, n) for n in draft_nodes])
+    return CostModel(verify_nodes, rising(verify_s), draft_nodes, rising(draft_s))
+
+
+def rising(seconds: list[float]) -> tuple[float, ...]:
+    """The closest non-decreasing sequence (least squares, pool-adjacent-violators): more
+    nodes never cost less, so a lower time after a higher one is noise of a shared machine."""
+    blocks: list[list[float]] = []  # [mean, count] of pooled neighbours
+    for value in seconds:
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return tuple(m for m, n in blocks for _ in range(int(n)))
 
 
 def _verify(target: TargetModel, cache: KVCache, n: int):

@@ -33,6 +33,18 @@ class Timing:
             times.append(self._once(fn))
         return statistics.median(times)
 
+    def medians(self, fns: list[Callable[[], object]]) -> list[float]:
+        """Median seconds of each fn, timed in turns (fn 1, fn 2, ..., fn 1, ...), so that a
+        slow spell of a shared machine spreads over all of them instead of hitting one."""
+        for _ in range(self.warmup):
+            for fn in fns:
+                fn()
+        times: list[list[float]] = [[] for _ in fns]
+        for _ in range(max(self.reps, 1)):
+            for fn, out in zip(fns, times, strict=True):
+                out.append(self._once(fn))
+        return [statistics.median(t) for t in times]
+
     def _once(self, fn: Callable[[], object]) -> float:
         synchronize(self.device)  # start from an idle device: nothing queued ahead of fn
         if self.device.type != "cuda":
