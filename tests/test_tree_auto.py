@@ -220,6 +220,14 @@ def test_mean_accepted_covers_the_space_and_agrees_with_single_replays(target, l
     assert means[(3, 2)] >= means[(1,)]  # more nodes on the path's levels never lose here
 
 
+def test_calibration_holds_out_the_end_of_each_prompt():
+    from longspec.autoshape.tune import held_out
+
+    prompts = [list(range(100)), list(range(30)), [7]]
+    assert held_out(prompts, 64) == [list(range(50)), list(range(15)), [7]]
+    assert held_out(prompts, 10) == [list(range(90)), list(range(20)), [7]]
+
+
 def test_sampled_calibration_records_draws_from_the_target(target, layer):
     """The recorded choices come from the sampling distribution: near temperature 0 they
     are the greedy choices (and a temperature of 1 records rounds as well)."""
@@ -391,6 +399,7 @@ def test_auto_calibrates_with_the_strategys_draft_vocabulary(target, monkeypatch
     assert auto.generate(target, texts, gen, 0)[0].output_ids == want
     (probe,) = probes
     assert torch.equal(probe.vocab_ids, auto.vocab_ids)
+    assert auto.describe()["tree_auto"][0]["prompt_tokens"] == 80
     recorded = probe.log.kid_tok[: int(probe.log.count)]  # (R, B, M, W)
     assert recorded.numel() and recorded.min() >= 258 - 39  # all candidates among the 40 kept
 

@@ -40,7 +40,7 @@ def tune(
     # One pooled cache for the probe and the decode after it (their graphs stay valid).
     need = replace(gen, max_new_tokens=max(gen.max_new_tokens, policy.calib_tokens))
     reserve_cache(target, prompts, need, space.probe.num_nodes)
-    rounds, costs = calibrate(probe, target, prompts, gen, pad_id)
+    rounds, costs = calibrate(probe, target, held_out(prompts, policy.calib_tokens), gen, pad_id)
     if target.graphs is not None:
         target.graphs.clear()  # the probe's graphs and those of the timings
     ranked = rank(mean_accepted(rounds, space.extensions), costs, top=6)
@@ -59,6 +59,13 @@ def tune(
         result["tune_s"],
     )
     return result
+
+
+def held_out(prompts: list[list[int]], tokens: int) -> list[list[int]]:
+    """Each prompt without its last ``tokens`` tokens (at most half of it): calibration
+    decodes text like the prompt's at nearly its length, but not the continuation that
+    is about to be decoded (and timed) with the shape it picks."""
+    return [p[: max(len(p) - tokens, (len(p) + 1) // 2)] for p in prompts]
 
 
 def report(
