@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from longspec.decoding.loop import reserve_cache
 from longspec.errors import USER_ERRORS, Interrupted, NonFiniteLogits, OutOfMemory
 from longspec.metrics import PhaseTimer, environment, summarize
 from longspec.results import ResultsLog, read_json, write_json_atomic
@@ -197,11 +198,7 @@ def decode_all(strategy, target, samples, gen, pad_id, cfg, out: Path, tokenizer
         log.info("resume: %d sample(s) done, %d to go in %s", len(done), len(todo), out)
     vocab_size = getattr(target, "vocab_size", None)
     if cfg.warmup and todo:
-        warm = replace(gen, max_new_tokens=min(8, gen.max_new_tokens))
-        # A short prompt suffices to load kernels and capture graphs; a long one would
-        # only add a second prefill to the run's wall time.
-        with decode_guard(target, strategy, [todo[0]], warm, "during warm-up: "):
-            strategy.generate(target, [todo[0].prompt_ids[:128]], warm, pad_id)
+        warm_up(target, strategy, todo[: cfg.batch_size], todo, gen, pad_id)
     if target.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(target.device)
     # Batch numbers go on after those of a resumed run (summaries group timings by batch).
@@ -216,6 +213,20 @@ def decode_all(strategy, target, samples, gen, pad_id, cfg, out: Path, tokenizer
             results.append(record(sample, row, timer, tokenizer, index, target))
     by_id = {str(r["id"]): r for r in results.read()}
     return [by_id[s.id] for s in samples if s.id in by_id]
+
+
+def warm_up(target, strategy, first: list, todo: list, gen, pad_id: int) -> None:
+    """Load kernels and capture graphs before timing, in the first batch's shape.
+
+    Short prompts suffice (a long one would only add a prefill to the wall time), but the
+    pooled cache of a static target is sized for the longest prompt first, so the timed
+    decodes reuse it and the graphs captured here.
+    """
+    longest = max((s.prompt_ids for s in todo), key=len)
+    reserve_cache(target, [longest] * len(first), gen, getattr(strategy, "max_nodes", 0))
+    warm = replace(gen, max_new_tokens=min(8, gen.max_new_tokens))
+    with decode_guard(target, strategy, first, warm, "during warm-up: "):
+        strategy.generate(target, [s.prompt_ids[:128] for s in first], warm, pad_id)
 
 
 @contextmanager

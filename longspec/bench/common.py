@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from longspec.build import build_strategy, build_target, resolve_device, resolve_dtype
 from longspec.data.sample import split_fitting
+from longspec.decoding.loop import reserve_cache
 from longspec.decoding.sampling import Generation
 from longspec.loading import special_ids
 from longspec.metrics import PhaseTimer, environment, strategy_fields
@@ -44,7 +45,11 @@ def run_methods(cfg: DictConfig, methods: list[tuple[str, DictConfig]]) -> tuple
 
 
 def time_method(strategy, target, prompts, gen: Generation, pad_id: int) -> dict:
-    """Warm up once, then decode every prompt (batch 1) with synchronised timers."""
+    """Warm up once, then decode every prompt (batch 1) with synchronised timers.
+
+    A static target's pooled cache is sized for the longest prompt before the warm-up,
+    so the graphs it captures are the ones the timed decodes replay."""
+    reserve_cache(target, [max(prompts, key=len)], gen, getattr(strategy, "max_nodes", 0))
     strategy.generate(
         target,
         prompts[:1],
