@@ -223,9 +223,9 @@ def warm_up(target, strategy, first: list, todo: list, gen, pad_id: int) -> None
     decodes reuse it and the graphs captured here.
     """
     longest = max((s.prompt_ids for s in todo), key=len)
-    reserve_cache(target, [longest] * len(first), gen, getattr(strategy, "max_nodes", 0))
     warm = replace(gen, max_new_tokens=min(8, gen.max_new_tokens))
-    with decode_guard(target, strategy, first, warm, "during warm-up: "):
+    with decode_guard(target, strategy, first, gen, "during warm-up: "):
+        reserve_cache(target, [longest] * len(first), gen, getattr(strategy, "max_nodes", 0))
         strategy.generate(target, [s.prompt_ids[:128] for s in first], warm, pad_id)
 
 

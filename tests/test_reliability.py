@@ -330,6 +330,7 @@ def fake_target():
         n_kv_heads=8,
         head_dim=128,
         dtype=torch.float16,
+        static=False,  # no pooled cache to reserve
     )
 
 
