@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from longspec.bench.common import run_methods
-from longspec.bench.e2e import CONF, decode_config
-from longspec.config import register
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's longspec
+
+from longspec.bench.common import run_methods  # noqa: E402
+from longspec.bench.e2e import CONF, decode_config  # noqa: E402
+from longspec.config import register  # noqa: E402
 
 SHAPES = [[1, 1, 1], [2, 2, 2], [2, 2, 1, 1], [3, 2, 1], [4, 4], [4, 16, 16, 16, 16]]
 
@@ -43,7 +46,6 @@ def main(out: str) -> None:
             f"| {r['method']} | tau {r['tau']:.2f} | {r['tokens_per_s']:.2f} tok/s | "
             f"{r['tokens_per_s'] / base:.2f}x |"
         )
-    Path = __import__("pathlib").Path
     Path(out).write_text(
         json.dumps(
             {"environment": env, "rows": rows, "config": OmegaConf.to_container(cfg)}, indent=2
