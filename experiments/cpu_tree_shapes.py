@@ -18,7 +18,7 @@ from longspec.bench.common import run_methods  # noqa: E402
 from longspec.bench.e2e import CONF, decode_config  # noqa: E402
 from longspec.config import register  # noqa: E402
 
-SHAPES = [[1, 1, 1], [2, 2, 2], [2, 2, 1, 1], [3, 2, 1], [4, 4], [4, 16, 16, 16, 16]]
+SHAPES = [[1, 1, 1], [2, 2, 2], [3, 3, 3], [4, 4, 4]]
 
 
 def main(out: str) -> None:
@@ -29,11 +29,11 @@ def main(out: str) -> None:
             [
                 "data.num_samples=2",
                 "data.prompt_tokens=2048",
-                "generation.max_new_tokens=64",
+                "generation.max_new_tokens=128",  # as the default job
                 "device=cpu",
             ],
         )
-    methods = [("vanilla", decode_config("vanilla", cfg))]
+    methods = [("vanilla", decode_config("vanilla", cfg)), ("seq", decode_config("seq", cfg))]
     for shape in SHAPES:
         node = decode_config("tree", cfg)
         node.tree_shape = shape
