@@ -32,14 +32,14 @@ def count_tokens(sequences: Iterable[Tensor], vocab_size: int) -> Tensor:
 
 def save_ranking(directory: Path, counts: Tensor, source: str) -> Path:
     """Write the most frequent ids (count > 0, by decreasing count, ties by id)."""
-    order = sorted(range(counts.numel()), key=lambda i: (-int(counts[i]), i))
-    ids = [i for i in order if counts[i] > 0][:KEEP_IN_FILE]
+    order = torch.argsort(-counts, stable=True)  # (V,) by count, ties by id
+    kept = order[counts[order] > 0][:KEEP_IN_FILE]
     path = Path(directory) / RANKING_FILE
     body = {
         "source": source,
         "total_tokens": int(counts.sum()),
-        "ids": ids,
-        "counts": [int(counts[i]) for i in ids],
+        "ids": kept.tolist(),
+        "counts": counts[kept].tolist(),
     }
     path.write_text(json.dumps(body))
     return path
