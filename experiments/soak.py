@@ -16,6 +16,7 @@ tiny model is many times faster that way, and memory does not depend on it.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -57,16 +58,22 @@ def rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def write_prompts(path: Path, n: int, min_chars: int, max_chars: int, seed: int) -> None:
-    """n prompts of pseudo-code, lengths spread over [min_chars, max_chars]."""
+def write_prompts(
+    path: Path, n: int, min_chars: int, max_chars: int, seed: int, same: bool = False
+) -> None:
+    """n prompts of pseudo-code, lengths spread over [min_chars, max_chars] (``same``: n
+    copies of the first, so every sample has the same shapes)."""
     rng = random.Random(seed)
+    text = ""
     with path.open("w") as f:
         for i in range(n):
-            size = rng.randint(min_chars, max_chars)
-            text = ""
-            while len(text) < size:
-                text += f"{rng.choice(WORDS)} x{rng.randint(0, 99)} = {rng.random():.3f}\n"
-            f.write(json.dumps({"id": f"soak/{i:04d}", "prompt": text[:size]}) + "\n")
+            if not (same and text):
+                size = rng.randint(min_chars, max_chars)
+                text = ""
+                while len(text) < size:
+                    text += f"{rng.choice(WORDS)} x{rng.randint(0, 99)} = {rng.random():.3f}\n"
+                text = text[:size]
+            f.write(json.dumps({"id": f"soak/{i:04d}", "prompt": text}) + "\n")
 
 
 def stats(series: list[int]) -> dict:
@@ -107,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-chars", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--same-prompt", action="store_true", help="every sample the same prompt (same shapes)"
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. batch_size=2")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()  # before the run changes the working directory
@@ -125,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     allocated: list[int] = []
     reserved: list[int] = []
     times: list[float] = []
+    objects: list[int] = []  # Python objects the garbage collector tracks
 
     class MeasuredLog(ResultsLog):
         """results.jsonl that samples memory after each sample's line is on disk."""
@@ -138,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 allocated.append(int(torch.cuda.memory_allocated()))
                 reserved.append(int(torch.cuda.memory_reserved()))
             rss.append(rss_bytes())
+            objects.append(len(gc.get_objects()))
             times.append(time.perf_counter())
 
     runner.ResultsLog = MeasuredLog
@@ -145,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="longspec-soak-") as tmp:
         tmp_dir = Path(tmp)
         prompts = tmp_dir / "prompts.jsonl"
-        write_prompts(prompts, args.samples, args.min_chars, args.max_chars, args.seed)
+        write_prompts(
+            prompts, args.samples, args.min_chars, args.max_chars, args.seed, args.same_prompt
+        )
         overrides = [
             f"model={args.model}",
             f"decode={args.decode}",
@@ -180,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "max_new_tokens": args.max_new_tokens,
         "prompt_chars": [args.min_chars, args.max_chars],
+        "same_prompt": args.same_prompt,
         "overrides": overrides,
         "wall_s": wall,
         "tokens_per_s": summary.get("tokens_per_s"),
@@ -187,10 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         "new_tokens": summary.get("new_tokens"),
         "rss_before_run": rss_start,
         "rss": stats(rss),
+        "python_objects": stats(objects),
         "cuda_allocated": stats(allocated) if cuda else None,
         "cuda_reserved": stats(reserved) if cuda else None,
         "series": {
             "rss": rss,
+            "python_objects": objects,
             "cuda_allocated": allocated,
             "cuda_reserved": reserved,
             "seconds": [t - times[0] for t in times] if times else [],

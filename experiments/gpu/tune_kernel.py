@@ -4,7 +4,7 @@ python experiments/gpu/tune_kernel.py OUT.json
 Times ``split_attention_lse`` (tokens in flight read from the cache, tree mask) in CUDA
 graphs for verification-shaped (70 tokens) and step-shaped (1 token) calls against the
 time to read the keys/values once, for each launch setting; then profiles one eager vanilla
-step of the Llama-3-8B shape at 8k to list where its time goes.
+step and one eager tree round of the Llama-3-8B shape at 32k to list where the time goes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ CASES = [  # (name, Hq, Hkv, D, tokens, context)
     ("smollm2 verify 4k", 9, 3, 64, 70, 4608),
     ("smollm2 step 4k", 9, 3, 64, 1, 4608),
 ]
-SETTINGS = [sk.Launch(m, w, s) for m, w, s in itertools.product([64, 128], [4, 8], [2, 3])]
+SETTINGS = [
+    sk.Launch(m, n, w, s) for m, n, w, s in itertools.product([64, 128], [64, 128], [4, 8], [2, 3])
+]
 
 
 def graphed(fn, reps: int = 20):
@@ -69,29 +71,38 @@ def tune(timing: Timing, bandwidth: float) -> list[dict]:
     return rows
 
 
-def profile_step() -> list[dict]:
+def profile_rounds() -> dict[str, list[dict]]:
+    """Kernel time of one eager vanilla step and one eager tree round, 8B shape at 32k."""
+    from longspec.attention.triton_hybrid import TritonHybridAttention
     from longspec.bench.scale_setup import long_context, one_round
     from longspec.models.glide_io import random_glide
     from longspec.models.random_weights import random_model, shape_config
 
     sk.LAUNCH = sk.Launch()
     hf = random_model(shape_config("llama8b"), torch.float16, "cuda")
-    from longspec.attention.triton_hybrid import TritonHybridAttention
-
     draft = random_glide(hf.config, 0, torch.float16, torch.device("cuda"))
-    lc = long_context(hf, draft, TritonHybridAttention(), 8192, [4, 16, 16, 16, 16], graphs=False)
+    lc = long_context(hf, draft, TritonHybridAttention(), 32768, [4, 16, 16, 16, 16], graphs=False)
+    out = {}
+    for name, strategy in (("vanilla step", lc.vanilla), ("tree round", lc.tree)):
+        out[name] = _profile(lambda s=strategy: one_round(lc.target, s, lc.state), name)
+        lc.reset()
+    return out
+
+
+def _profile(fn, name: str) -> list[dict]:
     for _ in range(3):
-        one_round(lc.target, lc.vanilla, lc.state)
+        fn()
     torch.cuda.synchronize()
     acts = [torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=acts) as prof:
-        one_round(lc.target, lc.vanilla, lc.state)
+        fn()
         torch.cuda.synchronize()
     events = prof.key_averages()
-    top = sorted(events, key=lambda e: e.device_time_total, reverse=True)[:30]
+    top = sorted(events, key=lambda e: e.device_time_total, reverse=True)[:40]
     total = sum(e.device_time_total for e in events if e.device_time_total)
-    print(f"eager vanilla step, 8b at 8k: GPU kernel time {total / 1e3:.2f} ms")
-    out = []
+    count = sum(e.count for e in events if e.device_time_total)
+    print(f"eager {name}, 8b at 32k: GPU kernel time {total / 1e3:.2f} ms in {count} kernels")
+    out = [{"name": "total", "count": count, "us": total}]
     for e in top:
         out.append({"name": e.key[:90], "count": e.count, "us": e.device_time_total})
         print(f"{e.device_time_total / 1e3:8.3f} ms  x{e.count:4d}  {e.key[:90]}")
@@ -103,7 +114,7 @@ def main(path: str) -> None:
     bandwidth = copy_bandwidth(timing, 2048)
     result = {"card": torch.cuda.get_device_name(), "bandwidth_gb_s": bandwidth}
     result["tuning"] = tune(timing, bandwidth)
-    result["profile"] = profile_step()
+    result["profile"] = profile_rounds()
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
 

@@ -21,7 +21,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-BLOCK_N = 64
 TARGET_PROGRAMS = 512  # enough programs to fill a large GPU several times over
 LN2 = tl.constexpr(0.6931471805599453)  # used inside kernels
 LOG2E = 1.4426950408889634
@@ -33,6 +32,7 @@ class Launch:
     """Launch settings (measured on the H200 by experiments/gpu/tune_kernel.py)."""
 
     max_block_m: int = 64  # query rows per program (a power of two >= 16)
+    block_n: int = 64  # keys per loop step (a power of two >= 16)
     num_warps: int = 4
     stages: int = 2  # software-pipelining depth of the key loop
 
@@ -41,16 +41,21 @@ LAUNCH = Launch()
 
 
 @triton.jit
-def _online_softmax_block(q, k, v, vis, m_i, l_i, acc, scale, PRECISION: tl.constexpr):
+def _online_softmax_block(
+    q, k, v, vis, m_i, l_i, acc, scale, PRECISION: tl.constexpr, MASKED: tl.constexpr
+):
     """Fold one key block into the running max m_i, sum l_i and output acc of each row.
 
-    q (BM, D), k (D, BN), v (BN, D), vis (BM, BN) bool; scores in log2 units (scale holds
-    log2(e)), so exp2 is used.
+    q (BM, D), k (D, BN), v (BN, D), vis (BM, BN) bool (read only when MASKED); scores in
+    log2 units (scale holds log2(e)), so exp2 is used.
     """
     s = tl.dot(q, k, input_precision=PRECISION) * scale  # (BM, BN), log2 units
-    s = tl.where(vis, s, float("-inf"))
+    if MASKED:
+        s = tl.where(vis, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing seen yet
+    m_safe = m_new  # unmasked: every row saw a finite score
+    if MASKED:
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing seen yet
     alpha = tl.exp2(m_i - m_safe)
     p = tl.exp2(s - m_safe[:, None])  # (BM, BN)
     l_new = l_i * alpha + tl.sum(p, 1)
@@ -84,16 +89,29 @@ def _key_block(
     n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row, tree_row, stree_t,
     k_head, v_head, sk_s, sv_s, scale, BLOCK_N: tl.constexpr, HAS_KEEP: tl.constexpr,
     IN_FLIGHT: tl.constexpr, TREE: tl.constexpr, PRECISION: tl.constexpr,
+    FULL: tl.constexpr, EVEN_D: tl.constexpr,
 ):  # fmt: skip
-    """Keys n0 .. n0 + BLOCK_N (below ``end``) of one head folded into the running state."""
+    """Keys n0 .. n0 + BLOCK_N (below ``end``) of one head folded into the running state.
+
+    FULL: every key of the block is cached, below ``length`` and unmasked, so no
+    visibility mask is built (query rows past the last are computed and never stored).
+    """
     keys = n0 + tl.arange(0, BLOCK_N)  # (BN,)
+    if FULL:
+        if EVEN_D:
+            k = tl.load(k_head + keys[None, :] * sk_s + dims[:, None])  # (D, BN)
+            v = tl.load(v_head + keys[:, None] * sv_s + dims[None, :])  # (BN, D)
+        else:
+            k = tl.load(k_head + keys[None, :] * sk_s + dims[:, None], d_ok[:, None], 0.0)
+            v = tl.load(v_head + keys[:, None] * sv_s + dims[None, :], d_ok[None, :], 0.0)
+        return _online_softmax_block(q, k, v, None, m_i, l_i, acc, scale, PRECISION, False)
     key_ok = keys < end
     vis = _visible(
         keys, key_ok, length, t, row_ok, keep_row, tree_row, stree_t, HAS_KEEP, IN_FLIGHT, TREE
     )  # fmt: skip
     k = tl.load(k_head + keys[None, :] * sk_s + dims[:, None], key_ok[None, :] & d_ok[:, None], 0.0)
     v = tl.load(v_head + keys[:, None] * sv_s + dims[None, :], key_ok[:, None] & d_ok[None, :], 0.0)
-    return _online_softmax_block(q, k, v, vis, m_i, l_i, acc, scale, PRECISION)
+    return _online_softmax_block(q, k, v, vis, m_i, l_i, acc, scale, PRECISION, True)
 
 
 @triton.jit
@@ -105,7 +123,7 @@ def _split_attention(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, HAS_KEEP: tl.constexpr, IN_FLIGHT: tl.constexpr, TREE: tl.constexpr,
     PRECISION: tl.constexpr, SPLIT_BLOCKS: tl.constexpr, DYNAMIC: tl.constexpr,
-    STAGES: tl.constexpr,
+    STAGES: tl.constexpr, EVEN_D: tl.constexpr,
 ):  # fmt: skip
     split, bh, mblock = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // n_kv_heads, bh % n_kv_heads
@@ -127,21 +145,36 @@ def _split_attention(
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     keep_row, tree_row = keep_ptr + b * skeep_b, tree_ptr + b * stree_b
     k_head, v_head = k_ptr + b * sk_b + h * sk_h, v_ptr + b * sv_b + h * sv_h
-    if DYNAMIC:  # compiled: a loop over exactly this split's blocks, software-pipelined
-        for n0 in tl.range(start, end, BLOCK_N, num_stages=STAGES):
+    # Blocks wholly below the committed length need no mask (none when a keep mask applies).
+    n_full = tl.maximum(tl.minimum(end, length) - start, 0) // BLOCK_N  # unmasked blocks
+    full_end = start if HAS_KEEP else start + n_full * BLOCK_N
+    if DYNAMIC:  # compiled: loops over exactly this split's blocks, software-pipelined
+        for n0 in tl.range(start, full_end, BLOCK_N, num_stages=STAGES):
             m_i, l_i, acc = _key_block(
                 n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row, tree_row,
                 stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP, IN_FLIGHT, TREE,
-                PRECISION,
+                PRECISION, True, EVEN_D,
+            )  # fmt: skip
+        for n0 in tl.range(full_end, end, BLOCK_N, num_stages=STAGES):
+            m_i, l_i, acc = _key_block(
+                n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row, tree_row,
+                stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP, IN_FLIGHT, TREE,
+                PRECISION, False, EVEN_D,
             )  # fmt: skip
     else:  # the interpreter needs a constant trip count; blocks past the end skip
         for i in range(SPLIT_BLOCKS):
             n0 = start + i * BLOCK_N
-            if n0 < end:
+            if n0 < full_end:
                 m_i, l_i, acc = _key_block(
                     n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row,
                     tree_row, stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP,
-                    IN_FLIGHT, TREE, PRECISION,
+                    IN_FLIGHT, TREE, PRECISION, True, EVEN_D,
+                )  # fmt: skip
+            elif n0 < end:
+                m_i, l_i, acc = _key_block(
+                    n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row,
+                    tree_row, stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP,
+                    IN_FLIGHT, TREE, PRECISION, False, EVEN_D,
                 )  # fmt: skip
 
     seen = l_i > 0
@@ -152,10 +185,10 @@ def _split_attention(
     tl.store(lse_ptr + split * sl_s + b * sl_b + qh * sl_h + t, lse, row_ok)
 
 
-def _n_splits(n_keys: int, programs_per_split: int) -> int:
+def _n_splits(n_keys: int, programs_per_split: int, block_n: int) -> int:
     """Key splits so that the launch has about TARGET_PROGRAMS programs."""
     wanted = math.ceil(TARGET_PROGRAMS / max(programs_per_split, 1))
-    return max(1, min(wanted, math.ceil(n_keys / BLOCK_N)))
+    return max(1, min(wanted, math.ceil(n_keys / block_n)))
 
 
 def split_attention_lse(
@@ -182,8 +215,9 @@ def split_attention_lse(
     rows = group * n_tokens
     block_m = min(max(triton.next_power_of_2(rows), 16), LAUNCH.max_block_m)
     n_mblocks = math.ceil(rows / block_m)
-    n_splits = _n_splits(n_keys, batch * n_kv * n_mblocks)
-    split_len = math.ceil(math.ceil(n_keys / n_splits) / BLOCK_N) * BLOCK_N
+    block_n = LAUNCH.block_n
+    n_splits = _n_splits(n_keys, batch * n_kv * n_mblocks, block_n)
+    split_len = math.ceil(math.ceil(n_keys / n_splits) / block_n) * block_n
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     o_part = q.new_empty((n_splits, batch, n_heads, n_tokens, head_dim), dtype=torch.float32)
     lse_part = q.new_empty((n_splits, batch, n_heads, n_tokens), dtype=torch.float32)
@@ -199,11 +233,11 @@ def split_attention_lse(
         *o_part.stride()[:4], *lse_part.stride()[:3],
         n_kv, group, n_tokens, split_len, head_dim**-0.5 * LOG2E,
         HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=block_m,
-        BLOCK_N=BLOCK_N, HAS_KEEP=keep is not None, IN_FLIGHT=in_flight,
+        BLOCK_N=block_n, HAS_KEEP=keep is not None, IN_FLIGHT=in_flight,
         TREE=tree_mask is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         # compiled kernels loop dynamically: a constant 0 keeps one binary for all lengths
-        SPLIT_BLOCKS=split_len // BLOCK_N if INTERPRET else 0, DYNAMIC=not INTERPRET,
-        STAGES=LAUNCH.stages,
+        SPLIT_BLOCKS=split_len // block_n if INTERPRET else 0, DYNAMIC=not INTERPRET,
+        STAGES=LAUNCH.stages, EVEN_D=head_dim == _block_d(head_dim),
         num_warps=LAUNCH.num_warps,
     )  # fmt: skip
     return merge_splits(o_part, lse_part, out_dtype)

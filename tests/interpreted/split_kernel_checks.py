@@ -9,9 +9,10 @@ import os
 import pytest
 import torch
 
+from longspec.attention import split_kernel
 from longspec.attention.base import Prefix
 from longspec.attention.eager import eager_attention, masked_attention_lse
-from longspec.attention.split_kernel import split_attention_lse
+from longspec.attention.split_kernel import Launch, split_attention_lse
 from longspec.attention.triton_hybrid import TritonHybridAttention
 from longspec.decoding.glide import TreeDecoding
 from longspec.decoding.sampling import Generation
@@ -105,3 +106,28 @@ def test_decoding_with_the_kernel_is_lossless(tiny_llama):
     for strategy in (Vanilla(), TreeDecoding(draft, (2, 2))):
         got = [r.output_ids for r in strategy.generate(target, prompts, gen, pad_id=0)]
         assert got == want
+
+
+@pytest.mark.parametrize(
+    "launch", [Launch(), Launch(max_block_m=16, block_n=16), Launch(block_n=128)]
+)
+@pytest.mark.parametrize("head_dim", [16, 24])
+def test_full_and_boundary_blocks_under_every_launch(launch, head_dim, monkeypatch):
+    """Blocks wholly below the length skip the mask; the last ones (partly cached, the
+    tokens in flight under a tree mask) keep it. Odd head sizes load with a dims mask."""
+    monkeypatch.setattr(split_kernel, "LAUNCH", launch)
+    gen = torch.Generator().manual_seed(head_dim)
+    n_new, lengths = 6, torch.tensor([300, 64, 0])
+    q = torch.randn(3, 4, n_new, head_dim, generator=gen)
+    k, v = torch.randn(2, 3, 2, 320, head_dim, generator=gen)
+    parents = torch.tensor([[-1, 0, 0, 1, 2, 2]] * 3)
+    mask = ancestor_mask(parents)  # (B, T, T)
+    out, lse = split_attention_lse(q, k, v, lengths, in_flight=True, tree_mask=mask)
+    slots = torch.arange(320)  # (S,)
+    rel = slots[None, :] - lengths[:, None]  # (B, S) index among the tokens in flight
+    fresh = (rel >= 0) & (rel < n_new)
+    tree_vis = mask.gather(2, rel.clamp(0, n_new - 1)[:, None, :].expand(-1, n_new, -1))
+    vis = (slots[None, None, :] < lengths[:, None, None]) | (fresh[:, None, :] & tree_vis)
+    ref_out, ref_lse = masked_attention_lse(q, k, v, vis[:, None])  # (B, 1, T, S)
+    assert (out - ref_out).abs().max() <= 1e-5
+    assert (lse - ref_lse).abs().max() <= 1e-5
