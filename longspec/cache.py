@@ -220,12 +220,15 @@ class DraftCache:
     def absorb(self, k: Tensor, v: Tensor, positions: Tensor, valid: Tensor) -> None:
         """Store committed k/v (B, Hkv, T, D) at positions (B, T) where valid (B, T).
 
-        Invalid entries go to the spare last slot with position -1 (never visible), so
-        the write has a static shape and needs no host synchronisation.
+        Only each row's last ``window`` valid positions are kept (older keys are never
+        read, and two positions a period apart would share a slot). Every other entry goes
+        to the spare last slot with position -1 (never visible), so the write has a static
+        shape and needs no host synchronisation; rows padded on the right keep their own
+        last window.
         """
         if k.shape[2] > self.period - self.window:
-            k, v = k[:, :, -self.window :], v[:, :, -self.window :]  # older keys never read
-            positions, valid = positions[:, -self.window :], valid[:, -self.window :]
+            newest = torch.where(valid, positions, -1).amax(1, keepdim=True)  # (B, 1)
+            valid = valid & (positions > newest - self.window)
         slots = torch.where(valid, positions % self.period, self.period)  # (B, T)
         rows = torch.arange(k.shape[0], device=k.device)[:, None].expand_as(slots)  # (B, T)
         self.ring_k[rows, :, slots] = k.transpose(1, 2)  # (B, T, Hkv, D)

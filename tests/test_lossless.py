@@ -206,3 +206,46 @@ def test_fused_rounds_with_warmups_match_vanilla(tiny_llama, make):
     if isinstance(strategy, OracleTree):
         strategy.reference = want
     assert run(fused, strategy, prompts) == want
+
+
+def test_draft_ring_keeps_each_rows_last_window_when_padded():
+    """A right-padded row's ring holds its own last ``window`` positions, as when absorbed
+    alone (the padding must not push the row's newest keys out)."""
+    from longspec.cache import DraftCache
+
+    def ring_after(length: int, width: int) -> dict[int, torch.Tensor]:
+        cache = DraftCache(1, 1, 4, window=16, max_absorb=3, max_pending=4, dtype=torch.float32,
+                           device="cpu")  # fmt: skip
+        positions = torch.arange(width)[None]  # (1, T)
+        k = positions[None, :, :, None].float().expand(1, 1, width, 4)  # key = its position
+        cache.absorb(k, k, positions, positions < length)
+        kept = cache.ring_pos[0] >= 0
+        return dict(zip(cache.ring_pos[0][kept].tolist(), cache.ring_k[0, 0][kept], strict=True))
+
+    alone, padded = ring_after(100, 100), ring_after(100, 130)
+    assert sorted(alone) == list(range(84, 100))
+    assert sorted(padded) == sorted(alone)
+    assert all(torch.equal(padded[p], alone[p]) for p in alone)
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_prompts_padded_for_the_prefill_decode_the_same(tiny_llama, static, monkeypatch):
+    """Prefill columns past the longest prompt (shape buckets on CUDA) change nothing."""
+    target = TargetModel(tiny_llama[0], sdpa_attention, static=static)
+    prompts = prompts_for(target.vocab_size, [30, 17], seed=6)
+    want = run(target, Vanilla(), prompts)
+    tree = TreeDecoding(glide(target), (2, 2), window=8)
+    plain = run(target, tree, prompts)
+    monkeypatch.setattr(target, "prefill_width", lambda longest: longest + 13)
+    assert run(target, Vanilla(), prompts) == want
+    assert run(target, tree, prompts) == plain == want
+
+
+def test_prefill_width_buckets_only_with_graphs(tiny_llama):
+    target = TargetModel(tiny_llama[0], sdpa_attention, static=True)
+    assert [target.prefill_width(n) for n in (1, 70, 4000)] == [1, 70, 4000]  # CPU: no graphs
+    target.graphs = object()  # as on CUDA
+    widths = {n: target.prefill_width(n) for n in (1, 64, 65, 1000, 4000, 4096, 4097, 100000)}
+    assert widths == {1: 64, 64: 64, 65: 128, 1000: 1024, 4000: 4096, 4096: 4096,
+                      4097: 4608, 100000: 106496}  # fmt: skip
+    assert len({target.prefill_width(n) for n in range(1, 8193)}) <= 16 + 16 + 8

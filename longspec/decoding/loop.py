@@ -23,10 +23,14 @@ from longspec.models.target import TargetModel
 from longspec.validate import finite_rows, raise_if_not_finite
 
 
-def pad_prompts(prompts: list[list[int]], pad_id: int, device) -> tuple[Tensor, Tensor]:
-    """Right-pad prompts -> ids (B, T) and lengths (B,)."""
+def pad_prompts(
+    prompts: list[list[int]], pad_id: int, device, width: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Right-pad prompts to ``width`` columns (default: the longest) -> ids (B, T) and
+    lengths (B,)."""
     lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
-    ids = torch.full((len(prompts), int(lengths.max())), pad_id, dtype=torch.long, device=device)
+    width = int(lengths.max()) if width is None else width
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
     for b, p in enumerate(prompts):
         ids[b, : len(p)] = torch.tensor(p, dtype=torch.long, device=device)
     return ids, lengths
@@ -43,7 +47,7 @@ def reserve_cache(
     """Size a static target's pooled cache for a decode now, so that shorter runs before it
     (warm-ups, tuning) use the same buffers and their captured graphs stay valid."""
     if target.static:
-        longest = max(len(p) for p in prompts)
+        longest = target.prefill_width(max(len(p) for p in prompts))
         target.new_cache(len(prompts), cache_capacity(longest, gen, nodes))
 
 
@@ -57,7 +61,8 @@ def generate(
 ) -> list[RowResult]:
     """Decode a batch of prompts (lists of ids); one RowResult per prompt."""
     timer = timer or PhaseTimer(target.device, enabled=False)
-    ids, lengths = pad_prompts(prompts, pad_id, target.device)
+    width = target.prefill_width(max(len(p) for p in prompts))
+    ids, lengths = pad_prompts(prompts, pad_id, target.device, width)
     capacity = cache_capacity(ids.shape[1], gen, strategy.max_nodes)
     generator = torch.Generator(target.device).manual_seed(gen.seed)
     with timer.phase("prefill"):

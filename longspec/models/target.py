@@ -182,6 +182,20 @@ class TargetModel:
         out = (self.lm_head.weight @ flat.T).T  # (B*T, V)
         return out.reshape(*hidden.shape[:-1], -1).float()
 
+    def prefill_width(self, longest: int) -> int:
+        """Columns a prefill of prompts up to ``longest`` tokens is padded to.
+
+        With CUDA graphs, prompt lengths round up to 16 buckets per power of two (at least
+        64 tokens apart; at most ~6% padding): every new prefill shape leaves host-side
+        state behind (GEMM heuristics, kernel launchers, about 1.5 MB each, measured on
+        the H200), so a long run over prompts of every length would grow without bound.
+        Padded columns are never seen: their keys/values lie past the committed length.
+        """
+        if self.graphs is None or longest <= 0:
+            return longest
+        step = max(64, (1 << (longest - 1).bit_length()) // 16)
+        return -(-longest // step) * step
+
     def prefill(self, input_ids: Tensor, lengths: Tensor, cache: KVCache) -> Tensor:
         """Fill an empty cache with right-padded prompts (B, T); last-token logits (B, V)."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
