@@ -53,13 +53,19 @@ def sampling_probs(logits: Tensor, temperature: float, top_p: float = 1.0) -> Te
 
 
 def _matching_path(
-    tokens: Tensor, parents: Tensor, choice: Tensor, max_depth: int, first_only: bool
+    tokens: Tensor,
+    parents: Tensor,
+    choice: Tensor,
+    max_depth: int,
+    first_only: bool,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """(B, N+1) bool: the node and all its ancestors carry the token ``choice`` names.
 
     choice (B, N+1) is the token the target picks after each node. With ``first_only``
     only the lowest-index child carrying the choice counts (duplicate siblings), so at
-    most one root path matches.
+    most one root path matches. ``mask`` (B, N+1, N+1), the ancestor mask of the tree,
+    replaces the walk up the tree by one reduction.
     """
     up = parents.clamp_min(0)  # (B, N+1) root points at itself
     match = tokens == choice.gather(1, up)  # (B, N+1) node is what its parent's choice says
@@ -69,37 +75,71 @@ def _matching_path(
         same_parent = parents[:, :, None] == parents[:, None, :]  # (B, N+1, N+1)
         earlier = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril(-1)  # j < i
         match &= ~(same_parent & earlier & match[:, None, :]).any(-1)
+    if mask is not None:  # every ancestor (and the node itself) matches
+        return ~(mask & ~match[:, None, :]).any(-1)  # (B, N+1)
     ok = match
     for _ in range(max_depth):  # after k steps: the node and its k nearest ancestors match
         ok = match & ok.gather(1, up)
     return ok
 
 
-def _deepest(ok: Tensor, parents: Tensor, max_depth: int) -> tuple[Tensor, Tensor, Tensor]:
+def _deepest(
+    ok: Tensor, parents: Tensor, max_depth: int, tree: Ancestry | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Deepest node with ok (ties: lowest index) -> (path (B, D+1), n_accepted, node)."""
     n = ok.shape[1]
-    depth = node_depths(parents, max_depth)  # (B, N+1)
+    depth = node_depths(parents, max_depth) if tree is None else tree.depths  # (B, N+1)
     order = torch.arange(n, device=ok.device)  # (N+1,)
     score = torch.where(ok, depth * n - order, -1)  # deeper first, then lower index
     node = score.argmax(-1)  # (B,) the root (score 0) at worst
-    path, length = path_to(parents, node, max_depth + 1)
+    if tree is None:
+        path, length = path_to(parents, node, max_depth + 1)
+    else:
+        path, length = path_from_mask(tree.mask, node, max_depth + 1)
     return path, length - 1, node
 
 
+@dataclass
+class Ancestry:
+    """What a proposal already knows about its tree: the ancestor mask (B, N+1, N+1) and
+    the depths (B, N+1). Given to the rules, it replaces walks up the tree (a few kernels
+    per level each) by single reductions."""
+
+    mask: Tensor
+    depths: Tensor
+
+
+def path_from_mask(mask: Tensor, node: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
+    """``tree.path_to`` read off the ancestor mask: a node's ancestors are its mask row,
+    and in level order they come in increasing index. -> path (B, max_len), lengths (B,)."""
+    n = mask.shape[1]
+    row = mask.gather(1, node[:, None, None].expand(-1, 1, n))[:, 0]  # (B, N+1)
+    cols = torch.arange(n, device=mask.device)  # (N+1,)
+    ranked = torch.where(row, cols, n).sort(-1).values[:, :max_len]  # (B, max_len) ancestors
+    if ranked.shape[1] < max_len:  # fewer nodes than the path's room (a lone root)
+        ranked = torch.nn.functional.pad(ranked, (0, max_len - ranked.shape[1]), value=n)
+    return torch.where(ranked < n, ranked, 0), row.sum(1)
+
+
 def accept_greedy(
-    tokens: Tensor, parents: Tensor, logits: Tensor, max_depth: int | None = None
+    tokens: Tensor,
+    parents: Tensor,
+    logits: Tensor,
+    max_depth: int | None = None,
+    tree: Ancestry | None = None,
 ) -> Acceptance:
     """Deepest node whose whole root path equals the target's argmax (ties: lowest index).
 
     Lossless for greedy decoding: every committed token (path and bonus) is the argmax of
     the target given exactly the tokens before it, i.e. what plain greedy decoding emits.
     tokens, parents (B, N+1); logits (B, N+1, V). ``max_depth`` (the tree's depth) avoids
-    host reads, so the rule can run inside a CUDA graph.
+    host reads, so the rule can run inside a CUDA graph; ``tree`` saves walking the tree.
     """
     max_depth = tree_depth(parents) if max_depth is None else max_depth
     best = logits.argmax(-1)  # (B, N+1) target's choice after each node
-    ok = _matching_path(tokens, parents, best, max_depth, first_only=False)
-    path, n_accepted, node = _deepest(ok, parents, max_depth)
+    mask = None if tree is None else tree.mask
+    ok = _matching_path(tokens, parents, best, max_depth, first_only=False, mask=mask)
+    path, n_accepted, node = _deepest(ok, parents, max_depth, tree)
     return Acceptance(path, n_accepted, best.gather(1, node[:, None])[:, 0])
 
 
@@ -109,6 +149,7 @@ def accept_tree_sampled(
     probs: Tensor,
     generator: torch.Generator | None,
     max_depth: int | None = None,
+    tree: Ancestry | None = None,
 ) -> Acceptance:
     """Lossless acceptance of deterministic (top-k) tree children; probs (B, N+1, V).
 
@@ -132,8 +173,9 @@ def accept_tree_sampled(
     batch, n, vocab = probs.shape
     flat = probs.reshape(batch * n, vocab)  # (B*(N+1), V)
     drawn = torch.multinomial(flat, 1, generator=generator).view(batch, n)  # y_i ~ p_i
-    ok = _matching_path(tokens, parents, drawn, max_depth, first_only=True)
-    path, n_accepted, node = _deepest(ok, parents, max_depth)
+    mask = None if tree is None else tree.mask
+    ok = _matching_path(tokens, parents, drawn, max_depth, first_only=True, mask=mask)
+    path, n_accepted, node = _deepest(ok, parents, max_depth, tree)
     return Acceptance(path, n_accepted, drawn.gather(1, node[:, None])[:, 0])
 
 

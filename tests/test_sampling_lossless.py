@@ -85,12 +85,12 @@ def first_token(table: dict) -> dict:
     return out
 
 
-def wrong_tree_rule(tokens, parents, probs, generator) -> Acceptance:
+def wrong_tree_rule(tokens, parents, probs, generator, *tree) -> Acceptance:
     """The research code's defect: p looked up by node index instead of token id."""
     by_node = probs.clone()
     n = tokens.shape[1]
     by_node[..., :n] = probs.gather(2, tokens[:, None, :].expand(-1, n, -1))
-    return accept_tree_sampled(tokens, parents, by_node, generator)
+    return accept_tree_sampled(tokens, parents, by_node, generator, *tree)
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0])

@@ -27,9 +27,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longspec.tree import TreeShape, tree_depth
+from longspec.tree import TreeShape, ancestor_mask, node_depths, tree_depth
 from longspec.verify import (
     Acceptance,
+    Ancestry,
     accept_chain_sampled,
     accept_greedy,
     accept_tree_sampled,
@@ -497,3 +498,27 @@ def test_chi_square_detects_a_two_percent_shift(direction):
         rejected += chi_square_pvalue(counts, exact) < ALPHA_OK
     print(f"\n2% TV shift {direction}: rejected {rejected}/20")
     assert rejected >= 18
+
+
+# ============================================================================ ancestry
+
+
+@settings(max_examples=80, deadline=None)
+@given(random_proposals())
+def test_rules_read_off_the_ancestor_mask_equal_the_walks(proposal):
+    """Given the proposal's mask and depths, the rules skip their walks up the tree; the
+    result must be the same path, count and bonus (greedy, and sampled with one seed)."""
+    tokens, parents, seed, depth = proposal
+    tree = Ancestry(ancestor_mask(parents), node_depths(parents))
+    logits = torch.randn(*tokens.shape, 3, generator=torch.Generator().manual_seed(seed))
+    pairs = [tuple(accept_greedy(tokens, parents, logits, depth, t) for t in (None, tree))]
+    probs = torch.softmax(logits, -1)
+    walked, read = (
+        accept_tree_sampled(tokens, parents, probs, torch.Generator().manual_seed(seed), depth, t)
+        for t in (None, tree)
+    )
+    pairs.append((walked, read))
+    for a, b in pairs:
+        assert torch.equal(a.path, b.path) and torch.equal(a.n_accepted, b.n_accepted)
+        assert torch.equal(a.bonus, b.bonus)
+        check_valid_acceptance(b, parents, depth)

@@ -18,7 +18,7 @@ from longspec.metrics import PhaseTimer
 from longspec.models.draft import GlideDraft
 from longspec.models.glide import GlideLayer
 from longspec.models.target import TargetModel
-from longspec.tree import TreeShape, ancestor_mask
+from longspec.tree import TreeShape
 from longspec.verify import Acceptance
 
 
@@ -143,10 +143,13 @@ class TreeDecoding(_GlideBase):
             return chain_proposal(root[:, None], None)
         logits = self._root_logits(root, state)[:, None]  # (B, 1, V)
         batch, device = logits.shape[0], logits.device
+        n_all = self.max_nodes + 1
+        # Ancestor mask, filled level by level: a node sees what its parent sees, and itself.
+        mask = torch.eye(n_all, dtype=torch.bool, device=device).expand(batch, -1, -1).clone()
         tokens = [root[:, None]]
         parents = [torch.full((batch, 1), -1, dtype=torch.long, device=device)]
         scores = torch.zeros(batch, 1, device=device)  # cumulative draft log-prob per node
-        level_start = 0
+        level_start, start = 0, 1  # first node of the parents' level, of the new level
         for level, width in enumerate(self.shape.levels):
             token_logp = torch.log_softmax(logits.float(), -1)  # (B, n, V)
             self._children_logp(level, token_logp)
@@ -156,20 +159,22 @@ class TreeDecoding(_GlideBase):
             tokens.append(top.indices % vocab)  # (B, k)
             parents.append(level_start + top.indices // vocab)
             scores = top.values
-            level_start = sum(t.shape[1] for t in tokens[:-1])
+            end = start + width
+            seen = mask.gather(1, parents[-1][:, :, None].expand(-1, -1, n_all))  # (B, k, N+1)
+            mask[:, start:end] |= seen
             if level + 1 < self.shape.depth:
-                mask = ancestor_mask(torch.cat(parents, 1), level + 1)[:, -width:]  # (B, k, n)
                 pos = state.cache.lengths[:, None] + level + 1  # (B, 1)
                 logits = self.draft.step(
-                    self.dcache, state.cache, tokens[-1], pos.expand(-1, width), mask
-                )
-        parents_t = torch.cat(parents, 1)  # (B, N+1)
+                    self.dcache, state.cache, tokens[-1], pos.expand(-1, width),
+                    mask[:, start:end, :end],
+                )  # fmt: skip
+            level_start, start = start, end
         depths = torch.cat([torch.full_like(t, d) for d, t in enumerate(tokens)], 1)
         return Proposal(
             tokens=torch.cat(tokens, 1),
-            parents=parents_t,
+            parents=torch.cat(parents, 1),  # (B, N+1)
             depths=depths,  # (B, N+1) built on the device: no host copy inside a graph
-            mask=ancestor_mask(parents_t, self.max_depth),
+            mask=mask,  # (B, N+1, N+1)
             max_depth=self.max_depth,
         )
 

@@ -13,6 +13,7 @@ from longspec.metrics import PhaseTimer
 from longspec.models.target import TargetModel
 from longspec.verify import (
     Acceptance,
+    Ancestry,
     accept_chain_sampled,
     accept_greedy,
     accept_tree_sampled,
@@ -46,12 +47,15 @@ def accept_proposal(
 ) -> Acceptance:
     """Greedy: longest path matching the target's argmax. Sampling: the lossless rule that
     fits how the drafts were made (sampled chain tokens or deterministic top-k children)."""
+    tree = Ancestry(prop.mask, prop.depths)
     if state.gen.greedy:
-        return accept_greedy(prop.tokens, prop.parents, logits, prop.max_depth)
+        return accept_greedy(prop.tokens, prop.parents, logits, prop.max_depth, tree)
     probs = state.gen.probs(logits)  # (B, N+1, V)
     if sampled_chain:
         return accept_chain_sampled(prop.tokens, prop.draft_probs, probs, state.generator)
-    return accept_tree_sampled(prop.tokens, prop.parents, probs, state.generator)
+    return accept_tree_sampled(
+        prop.tokens, prop.parents, probs, state.generator, prop.max_depth, tree
+    )
 
 
 class LoopStrategy:

@@ -30,6 +30,7 @@ class GlideDraft:
         self.attention = attention
         self.window = window
         self.head = None if vocab_ids is None else DraftHead(target.lm_head.weight, vocab_ids)
+        self.fused = target.fused is not None  # CUDA graphs: residual add + norm in one kernel
 
     def new_cache(self, batch: int, max_absorb: int, max_pending: int) -> DraftCache:
         d = self.layer.dims
@@ -69,7 +70,7 @@ class GlideDraft:
         layer, d = self.layer, self.layer.dims
         x = self.target.embed(tokens)  # (B, T, hidden)
         cos, sin = self.target.rotary(x, positions)  # (B, T, D)
-        h = layer.input_layernorm(x)
+        x, h = self._add_norm(layer.input_layernorm, x, None)
         q = apply_rotary(layer.heads(layer.self_attn.q_proj(h), d.heads), cos, sin)
         k = apply_rotary(layer.heads(layer.self_attn.k_proj(h), d.kv_heads), cos, sin)
         v = layer.heads(layer.self_attn.v_proj(h), d.kv_heads)  # (B, Hkv, T, D)
@@ -79,12 +80,23 @@ class GlideDraft:
             cache.ring_k, cache.ring_v, full, cache.ring_visible(positions), cache.capacity
         )
         o = self.attention(q, ring, pk, pv, pending_mask)  # (B, Hq, T, D)
-        x = x + layer.self_attn.o_proj(o.transpose(1, 2).flatten(2))
-        x = x + self._cross(layer.post_self_attention_layernorm(x), cos, sin, target_cache)
-        x = x + layer.mlp(layer.post_cross_attention_layernorm(x))
+        attn = layer.self_attn.o_proj(o.transpose(1, 2).flatten(2))  # (B, T, hidden)
+        x, h = self._add_norm(layer.post_self_attention_layernorm, x, attn)
+        cross = self._cross(h, cos, sin, target_cache)  # (B, T, hidden)
+        x, h = self._add_norm(layer.post_cross_attention_layernorm, x, cross)
+        x = x + layer.mlp(h)
         if self.head is not None:
             return self.head(x)
         return self.target.logits(x)  # no final norm: the layer feeds lm_head directly
+
+    def _add_norm(self, norm, x: Tensor, delta: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(x + delta, norm(x + delta)); delta None: (x, norm(x))."""
+        if self.fused:
+            from longspec.models.fused_kernels import add_rms_norm
+
+            return add_rms_norm(x, delta, norm.weight, norm.eps)
+        x = x if delta is None else x + delta
+        return x, norm(x)
 
     def _cross(self, h: Tensor, cos: Tensor, sin: Tensor, target_cache: KVCache) -> Tensor:
         """Cross-attention of h (B, T, hidden) to the target's committed last-layer KV."""

@@ -11,6 +11,7 @@ from longspec.cache import KVCache
 from longspec.decoding.glide import TreeDecoding
 from longspec.decoding.sampling import Generation
 from longspec.decoding.vanilla import Vanilla
+from longspec.models.draft import GlideDraft
 from longspec.models.fused_kernels import add_rms_norm, rotary_into_cache, silu_mul
 from longspec.models.fused_layer import FusedLayers
 from longspec.models.glide_io import random_glide
@@ -73,3 +74,24 @@ def test_fused_target_is_lossless(name, request):
     for strategy in (Vanilla(), TreeDecoding(draft, (2, 2))):
         got = [r.output_ids for r in strategy.generate(fused, prompts, gen, pad_id=0)]
         assert got == want
+
+
+def test_fused_draft_norms_match_the_modules(tiny_llama):
+    """On CUDA the draft's residual adds and norms run as add_rms_norm: same logits."""
+    model, _ = tiny_llama
+    target = TargetModel(model, eager_attention, static=True)
+    layer = random_glide(model.config, 0, target.dtype, target.device)
+    for norm in (layer.input_layernorm, layer.post_cross_attention_layernorm):
+        norm.weight.data.uniform_(0.5, 1.5)  # not all ones: the weight must be applied
+    cache = target.new_cache(1, 64)
+    target.prefill(torch.arange(3, 40)[None], torch.tensor([37]), cache)
+    logits = []
+    for fused in (False, True):
+        draft = GlideDraft(layer, target, eager_attention, window=16)
+        draft.fused = fused
+        dcache = draft.new_cache(1, 4, 4)
+        draft.absorb(dcache, torch.arange(3, 40)[None], torch.arange(37)[None],
+                     torch.ones(1, 37, dtype=torch.bool))  # fmt: skip
+        sees = torch.ones(1, 1, 1, dtype=torch.bool)
+        logits.append(draft.step(dcache, cache, torch.tensor([[7]]), torch.tensor([[37]]), sees))
+    assert (logits[0] - logits[1]).abs().max() <= 1e-4
