@@ -249,3 +249,37 @@ def test_prefill_width_buckets_only_with_graphs(tiny_llama):
     assert widths == {1: 64, 64: 64, 65: 128, 1000: 1024, 4000: 4096, 4096: 4096,
                       4097: 4608, 100000: 106496}  # fmt: skip
     assert len({target.prefill_width(n) for n in range(1, 8193)}) <= 16 + 16 + 8
+
+
+class ReplayGraphs:
+    """Stands in for GraphCache: the first function run under a key is what every later
+    run with that key replays (a captured graph holds the buffers it was captured with)."""
+
+    def __init__(self):
+        self.graphs = {}
+
+    def run(self, key, fn, *inputs, restore=None):
+        return self.graphs.setdefault(key, fn)(*inputs)
+
+    def clear(self):
+        self.graphs.clear()
+
+
+def test_graphs_are_never_replayed_for_another_strategy_object(tiny_llama):
+    """Two tree strategies of the same class and shape on one target: the second must run
+    its own draft, not replay the first one's graphs (their keys must differ)."""
+
+    def accept_lengths(target, strategy, prompts):
+        gen = Generation(max_new_tokens=16, eos_ids=())
+        return [r.accept_lengths for r in strategy.generate(target, prompts, gen, pad_id=0)]
+
+    shared = TargetModel(tiny_llama[0], sdpa_attention, static=True)
+    shared.graphs = ReplayGraphs()
+    prompts = prompts_for(shared.vocab_size, [30], seed=2)
+    first, second = (OracleTree(glide(shared, s), (2, 2), None, s) for s in (1, 2))
+    first.reference = second.reference = run(shared, Vanilla(), prompts, max_new=16)
+    accept_lengths(shared, first, prompts)
+    fresh = TargetModel(tiny_llama[0], sdpa_attention, static=True)
+    fresh.graphs = ReplayGraphs()
+    alone = OracleTree(glide(fresh, 2), (2, 2), first.reference, 2)
+    assert accept_lengths(shared, second, prompts) == accept_lengths(fresh, alone, prompts)

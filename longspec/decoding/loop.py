@@ -124,7 +124,7 @@ def _fused_round(target, strategy, state: DecodeState) -> None:
     lie in slots that nothing visible reads).
     """
     active = (~state.done).to(state.root.device)
-    key = ("round", type(strategy).__name__, tuple(state.root.shape), state.cache.k.data_ptr())
+    key = ("round", *strategy.graph_key(), tuple(state.root.shape), state.cache.k.data_ptr())
     out = target.graphs.run(
         key,
         lambda r, a: _device_round(target, strategy, state, r, a),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Protocol
 
 from torch import Tensor
@@ -58,6 +59,9 @@ def accept_proposal(
     )
 
 
+_SERIALS = itertools.count()
+
+
 class LoopStrategy:
     """Base of the strategies that run in the project's decode loop.
 
@@ -72,12 +76,21 @@ class LoopStrategy:
         target = self.target
         if not state.gen.greedy or target.graphs is None:
             return self._propose(state.root, state)
-        key = (type(self).__name__, tuple(state.root.shape), state.cache.k.data_ptr())
+        key = (*self.graph_key(), tuple(state.root.shape), state.cache.k.data_ptr())
         tensors = target.run_static(key, lambda r: self._propose(r, state).tensors(), state.root)
         return Proposal(*tensors, max_depth=self.max_depth)
 
     def _propose(self, root: Tensor, state: DecodeState) -> Proposal:
         raise NotImplementedError
+
+    def graph_key(self) -> tuple:
+        """Names this strategy object in graph keys: a captured graph holds its buffers and
+        shape, so another object (even of the same class and shape, or one that reuses a
+        freed object's address) must never replay it."""
+        serial = self.__dict__.get("_graph_serial")
+        if serial is None:
+            serial = self.__dict__["_graph_serial"] = next(_SERIALS)
+        return type(self).__name__, serial
 
     def graph_state(self) -> list[Tensor]:
         """Tensors a graph warm-up may change that must be restored (see the loop)."""
