@@ -201,6 +201,7 @@ class DraftCache:
         self.pend_k = torch.zeros(shape, dtype=dtype, device=device)  # (B, Hkv, P, D)
         self.pend_v = torch.zeros(shape, dtype=dtype, device=device)
         self.n_pending = 0
+        self._starts: dict[int, Tensor] = {}  # pending count -> (B,) first free slot
 
     @property
     def capacity(self) -> int:
@@ -243,6 +244,18 @@ class DraftCache:
 
     def clear_pending(self) -> None:
         self.n_pending = 0
+
+    def take_pending(self, n: int) -> tuple[Tensor, int]:
+        """Room for n more pending nodes: (their first slot as a (B,) tensor, the new count).
+
+        The slot tensors are made once per count and kept, so a captured graph makes none.
+        """
+        start = self._starts.get(self.n_pending)
+        if start is None:
+            start = torch.full_like(self.ring_pos[:, 0], self.n_pending)  # (B,)
+            self._starts[self.n_pending] = start
+        self.n_pending += n
+        return start, self.n_pending
 
     def push_pending(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append proposal nodes' k/v (B, Hkv, T, D); return all pending (B, Hkv, P+T, D)."""

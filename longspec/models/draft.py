@@ -30,7 +30,9 @@ class GlideDraft:
         self.attention = attention
         self.window = window
         self.head = None if vocab_ids is None else DraftHead(target.lm_head.weight, vocab_ids)
-        self.fused = target.fused is not None  # CUDA graphs: residual add + norm in one kernel
+        self.fused = None  # CUDA graphs: projections and norms through the fused kernels
+        if target.fused is not None:
+            self.fused = FusedDraft(layer)
 
     def new_cache(self, batch: int, max_absorb: int, max_pending: int) -> DraftCache:
         d = self.layer.dims
@@ -67,14 +69,11 @@ class GlideDraft:
         The nodes join the pending set; pending_mask (B, T, P+T) says which pending nodes
         (root first, these included) each one may see: its ancestors and itself.
         """
-        layer, d = self.layer, self.layer.dims
+        layer = self.layer
         x = self.target.embed(tokens)  # (B, T, hidden)
         cos, sin = self.target.rotary(x, positions)  # (B, T, D)
         x, h = self._add_norm(layer.input_layernorm, x, None)
-        q = apply_rotary(layer.heads(layer.self_attn.q_proj(h), d.heads), cos, sin)
-        k = apply_rotary(layer.heads(layer.self_attn.k_proj(h), d.kv_heads), cos, sin)
-        v = layer.heads(layer.self_attn.v_proj(h), d.kv_heads)  # (B, Hkv, T, D)
-        pk, pv = cache.push_pending(k, v)  # (B, Hkv, P+T, D)
+        q, pk, pv = self._self_qkv(h, cos, sin, cache)  # (B, Hq, T, D), (B, Hkv, P+T, D) x2
         full = torch.full_like(cache.ring_pos[:, 0], cache.capacity)  # every slot, keep decides
         ring = Prefix(
             cache.ring_k, cache.ring_v, full, cache.ring_visible(positions), cache.capacity
@@ -84,24 +83,41 @@ class GlideDraft:
         x, h = self._add_norm(layer.post_self_attention_layernorm, x, attn)
         cross = self._cross(h, cos, sin, target_cache)  # (B, T, hidden)
         x, h = self._add_norm(layer.post_cross_attention_layernorm, x, cross)
-        x = x + layer.mlp(h)
+        x = x + (layer.mlp(h) if self.fused is None else self.fused.mlp(layer.mlp, h))
         if self.head is not None:
             return self.head(x)
         return self.target.logits(x)  # no final norm: the layer feeds lm_head directly
 
     def _add_norm(self, norm, x: Tensor, delta: Tensor | None) -> tuple[Tensor, Tensor]:
         """(x + delta, norm(x + delta)); delta None: (x, norm(x))."""
-        if self.fused:
+        if self.fused is not None:
             from longspec.models.fused_kernels import add_rms_norm
 
             return add_rms_norm(x, delta, norm.weight, norm.eps)
         x = x if delta is None else x + delta
         return x, norm(x)
 
+    def _self_qkv(
+        self, h: Tensor, cos: Tensor, sin: Tensor, cache: DraftCache
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotated queries (B, Hq, T, D) of the new nodes, and every pending key/value
+        (B, Hkv, P+T, D) once theirs joined the pending set."""
+        if self.fused is not None:
+            return self.fused.self_qkv(h, cos, sin, cache)
+        layer, d = self.layer, self.layer.dims
+        q = apply_rotary(layer.heads(layer.self_attn.q_proj(h), d.heads), cos, sin)
+        k = apply_rotary(layer.heads(layer.self_attn.k_proj(h), d.kv_heads), cos, sin)
+        v = layer.heads(layer.self_attn.v_proj(h), d.kv_heads)  # (B, Hkv, T, D)
+        pk, pv = cache.push_pending(k, v)  # (B, Hkv, P+T, D)
+        return q, pk, pv
+
     def _cross(self, h: Tensor, cos: Tensor, sin: Tensor, target_cache: KVCache) -> Tensor:
         """Cross-attention of h (B, T, hidden) to the target's committed last-layer KV."""
         layer, d = self.layer, self.layer.dims
-        q = apply_rotary(layer.heads(layer.cross_attn.q_proj(h), d.heads), cos, sin)
+        if self.fused is not None:
+            q = self.fused.cross_q(layer.cross_attn.q_proj, h, cos, sin)  # (B, Hq, T, D)
+        else:
+            q = apply_rotary(layer.heads(layer.cross_attn.q_proj(h), d.heads), cos, sin)
         static = target_cache.capacity if self.target.static else None
         prefix = target_cache.prefix(target_cache.n_layers - 1, max_len=static)
         kv_device = prefix.k.device  # a split target's last layer may sit on another GPU
@@ -111,3 +127,45 @@ class GlideDraft:
         none_mask = torch.zeros(batch, n_q, 0, dtype=torch.bool, device=kv_device)
         o = self.attention(q.to(kv_device), prefix, none_k, none_k, none_mask)  # (B, Hq, T, D)
         return layer.cross_attn.o_proj(o.to(h.device).transpose(1, 2).flatten(2))
+
+
+class FusedDraft:
+    """The draft layer's projections through the target's fused kernels (CUDA graphs): one
+    q|k|v projection whose rotary and pending-cache write are one kernel, the cross
+    queries rotated in one kernel, one gate|up projection and one SiLU-multiply kernel.
+    The layer's modules keep their weights as views into the fused ones."""
+
+    def __init__(self, layer: GlideLayer):
+        from longspec.models.fused_layer import _concat_linears
+
+        attn, mlp = layer.self_attn, layer.mlp
+        self.qkv_weight, self.qkv_bias = _concat_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.gate_up = _concat_linears([mlp.gate_proj, mlp.up_proj])[0]
+        self.heads, self.kv_heads = layer.dims.heads, layer.dims.kv_heads
+
+    def self_qkv(
+        self, h: Tensor, cos: Tensor, sin: Tensor, cache: DraftCache
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        from longspec.models.fused_kernels import rotary_into_cache
+
+        qkv = torch.nn.functional.linear(h, self.qkv_weight, self.qkv_bias)  # (B, T, W)
+        start, end = cache.take_pending(h.shape[1])
+        q, _, _ = rotary_into_cache(
+            qkv, cos, sin, cache.pend_k, cache.pend_v, start, self.heads, self.kv_heads
+        )
+        return q, cache.pend_k[:, :, :end], cache.pend_v[:, :, :end]
+
+    def cross_q(self, proj: torch.nn.Linear, h: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """Rotated cross-attention queries (B, Hq, T, D) (the kernel with no keys)."""
+        from longspec.models.fused_kernels import rotary_into_cache
+
+        q_lin = proj(h)  # (B, T, Hq * D)
+        none = q_lin.new_empty(1, 1, 1, 1)  # no cache: the kernel writes no key or value
+        start = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+        return rotary_into_cache(q_lin, cos, sin, none, none, start, self.heads, 0)[0]
+
+    def mlp(self, mlp: torch.nn.Module, h: Tensor) -> Tensor:
+        from longspec.models.fused_kernels import silu_mul
+
+        gate_up = torch.nn.functional.linear(h, self.gate_up)  # (B, T, 2I)
+        return mlp.down_proj(silu_mul(gate_up))  # (B, T, hidden)

@@ -11,7 +11,7 @@ from longspec.cache import KVCache
 from longspec.decoding.glide import TreeDecoding
 from longspec.decoding.sampling import Generation
 from longspec.decoding.vanilla import Vanilla
-from longspec.models.draft import GlideDraft
+from longspec.models.draft import FusedDraft, GlideDraft
 from longspec.models.fused_kernels import add_rms_norm, rotary_into_cache, silu_mul
 from longspec.models.fused_layer import FusedLayers
 from longspec.models.glide_io import random_glide
@@ -88,10 +88,33 @@ def test_fused_draft_norms_match_the_modules(tiny_llama):
     logits = []
     for fused in (False, True):
         draft = GlideDraft(layer, target, eager_attention, window=16)
-        draft.fused = fused
+        draft.fused = FusedDraft(layer) if fused else None
         dcache = draft.new_cache(1, 4, 4)
         draft.absorb(dcache, torch.arange(3, 40)[None], torch.arange(37)[None],
                      torch.ones(1, 37, dtype=torch.bool))  # fmt: skip
         sees = torch.ones(1, 1, 1, dtype=torch.bool)
         logits.append(draft.step(dcache, cache, torch.tensor([[7]]), torch.tensor([[37]]), sees))
     assert (logits[0] - logits[1]).abs().max() <= 1e-4
+
+
+def test_fused_draft_step_matches_the_plain_one(tiny_llama):
+    """The draft's fused projections (q|k|v with rotary into the pending set, rotated cross
+    queries, gate|up + SiLU-multiply) give the plain path's logits, level after level."""
+    model, _ = tiny_llama
+    target = TargetModel(model, eager_attention, static=True)
+    cache = target.new_cache(1, 64)
+    target.prefill(torch.arange(3, 40)[None], torch.tensor([37]), cache)
+    runs = []
+    for fused in (False, True):
+        layer = random_glide(model.config, 0, target.dtype, target.device)
+        draft = GlideDraft(layer, target, eager_attention, window=16)
+        draft.fused = FusedDraft(layer) if fused else None
+        dcache = draft.new_cache(1, 4, 4)
+        draft.absorb(dcache, torch.arange(3, 40)[None], torch.arange(37)[None],
+                     torch.ones(1, 37, dtype=torch.bool))  # fmt: skip
+        first = draft.step(dcache, cache, torch.tensor([[7]]), torch.tensor([[37]]),
+                           torch.ones(1, 1, 1, dtype=torch.bool))  # fmt: skip
+        sees = torch.tensor([[[True, True, False], [True, False, True]]])  # two children
+        second = draft.step(dcache, cache, torch.tensor([[9, 4]]), torch.tensor([[38, 38]]), sees)
+        runs.append(torch.cat([first, second], 1))
+    assert (runs[0] - runs[1]).abs().max() <= 1e-4
