@@ -1,12 +1,13 @@
 """tree_shape=auto against fixed beam shapes and vanilla: SmolLM2 + the shipped draft.
 
-python experiments/auto_shape.py OUT.json [device=cpu|cuda] [hydra overrides ...]
+python experiments/auto_shape.py OUT.json [device=cpu|cuda] [calib=64,256] [hydra overrides ...]
 
 One process, one model load, the same pycode prompts for every method (greedy; each method
 warmed up first, see longspec.bench.common). Prints a table (tau, decode tokens/s, speedup
 over vanilla, whether the output equals vanilla's) and what auto chose, and writes it all as
 JSON. Auto's tuning runs before its first timed decode and is not in its tokens/s; its
-duration is reported as tune_s. Defaults: 2 prompts of 2048 tokens, 64 new tokens on a CPU
+duration is reported as tune_s. ``calib=64,256`` adds one auto row per calibration length
+(``decode.auto.calib_tokens``). Defaults: 2 prompts of 2048 tokens, 64 new tokens on a CPU
 and 256 on a GPU; any override (data.num_samples=3, data.prompt_tokens=4096, ...) wins.
 """
 
@@ -40,21 +41,35 @@ def config(overrides: list[str]) -> DictConfig:
         return compose("bench", [*defaults, f"generation.max_new_tokens={tokens}", *overrides])
 
 
-def methods(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
-    """vanilla, each fixed shape, auto."""
+def methods(cfg: DictConfig, calib: list[int] | None = None) -> list[tuple[str, DictConfig]]:
+    """vanilla, each fixed shape, auto (once per calibration length in ``calib``; None:
+    the config's)."""
     out = [("vanilla", decode_config("vanilla", cfg))]
-    for shape in [*FIXED, "auto"]:
+    for shape in FIXED:
         node = decode_config("tree", cfg)
         node.tree_shape = shape
-        label = shape if isinstance(shape, str) else json.dumps(shape).replace(" ", "")
-        out.append((f"tree {label}", node))
+        out.append((f"tree {json.dumps(shape).replace(' ', '')}", node))
+    for tokens in calib or [None]:
+        node = decode_config("tree", cfg)
+        node.tree_shape = "auto"
+        if tokens is not None:
+            node.auto.calib_tokens = tokens
+        out.append(("tree auto" + (f" (calib {tokens})" if tokens else ""), node))
     return out
+
+
+def split_calib(overrides: list[str]) -> tuple[list[str], list[int] | None]:
+    """``calib=64,256`` (this script's own setting: one auto row per calibration length)
+    out of the Hydra overrides."""
+    rest = [o for o in overrides if not o.startswith("calib=")]
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("calib=")]
+    return rest, ([int(v) for v in given[-1].split(",")] if given else None)
 
 
 def table(rows: list[dict]) -> str:
     """Markdown: one row per method; auto's row names its shape."""
     base = rows[0]
-    best_fixed = max(r["tokens_per_s"] for r in rows[1:-1])
+    best_fixed = max(r["tokens_per_s"] for r in rows if r["method"].startswith("tree ["))
     lines = [
         "| method | shape | tau | tokens/s | speedup | vs best fixed | same as vanilla |",
         "|---|---|---|---|---|---|---|",
@@ -72,11 +87,12 @@ def table(rows: list[dict]) -> str:
 
 def main(out: str, overrides: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    overrides, calib = split_calib(overrides)
     cfg = config(overrides)
-    rows, env = run_methods(cfg, methods(cfg))
+    rows, env = run_methods(cfg, methods(cfg, calib))
     text = table(rows)
     print(text)
-    for choice in rows[-1].get("tree_auto", []):
+    for choice in (c for r in rows for c in r.get("tree_auto", [])):
         print(
             f"auto: {choice['shape']} for {choice['prompt_tokens']}-token prompts, expected "
             f"{choice['predicted_tokens_per_round']} tokens/round and "

@@ -515,3 +515,7 @@ def test_benchmark_script_methods_and_table():
     text = bench.table(rows).splitlines()
     assert "| tree auto | [2,2] | 1.00 | 16.00 | 1.60x | 1.07 | False |" in text
     assert "| tree [1,1,1] | - | 1.00 | 11.00 | 1.10x | 0.73 | True |" in text
+    rest, calib = bench.split_calib(["device=cpu", "calib=64,256"])
+    assert rest == ["device=cpu"] and calib == [64, 256]
+    autos = [(n, node.auto.calib_tokens) for n, node in bench.methods(cfg, calib)[-2:]]
+    assert autos == [("tree auto (calib 64)", 64), ("tree auto (calib 256)", 256)]
