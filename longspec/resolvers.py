@@ -13,7 +13,10 @@ def on_device(device: str, gpu_value: Any, cpu_value: Any) -> Any:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return gpu_value if str(device).startswith("cuda") else cpu_value
+    value = gpu_value if str(device).startswith("cuda") else cpu_value
+    if isinstance(value, list | dict):  # a config node, so that resolving a config keeps it
+        return OmegaConf.create(value)
+    return value
 
 
 def register_resolvers() -> None:

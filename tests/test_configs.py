@@ -56,3 +56,18 @@ def test_logger_configs_instantiate(name, tmp_path, monkeypatch):
 def test_schema_rejects_wrong_types():
     with pytest.raises(Exception, match="max_new_tokens"):
         compose_with("generation.max_new_tokens=many")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_device_dependent_values_resolve(device):
+    """``${on_device:...}`` values (lists too) survive a full resolve (``--cfg job
+    --resolve``) and pick the device's value."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_with("decode=tree", f"device={device}")
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    shape = [1, 1, 1] if device == "cpu" else [4, 16, 16, 16, 16]
+    assert (
+        list(cfg.decode.tree_shape) == shape
+        and f"calib_tokens: {64 if device == 'cpu' else 256}" in text
+    )
