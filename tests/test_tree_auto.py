@@ -519,3 +519,13 @@ def test_benchmark_script_methods_and_table():
     assert rest == ["device=cpu"] and calib == [64, 256]
     autos = [(n, node.auto.calib_tokens) for n, node in bench.methods(cfg, calib)[-2:]]
     assert autos == [("tree auto (calib 64)", 64), ("tree auto (calib 256)", 256)]
+
+
+def test_calibration_leaves_the_probes_recording_out_of_the_round_cost(target, layer):
+    """The probe times its own recording (staging, choices, record) and calibration
+    subtracts it: a real round does none of it. Timing it leaves the log as it was."""
+    text = [prompt(100, 8)]
+    probe = ShapeProbe(layer, TreeShape((3, 3)), 31)
+    rounds, _ = calibrate(probe, target, text, Generation(30, ()), 0)
+    assert probe.log_s > 0
+    assert int(probe.log.count) == rounds.count  # the timing's records were taken back

@@ -96,6 +96,7 @@ class ShapeProbe(TreeDecoding):
         self.rounds = rounds
         self.costs: CostModel | None = None
         self.log: RoundLog | None = None
+        self.log_s = 0.0  # what recording adds to one of the probe's rounds
 
     def setup(self, target: TargetModel, batch: int) -> None:
         super().setup(target, batch)
@@ -113,7 +114,36 @@ class ShapeProbe(TreeDecoding):
             reps, warmup = (10, 3) if device.type == "cuda" else (3, 1)  # CPU: slow, steady
             nodes, width = self.max_nodes + 1, self.shape.levels[0]
             parts = (self.target, self.draft, self.dcache, state.cache, nodes, width)
-            self.costs = measure(*parts, Timing(device, reps=reps, warmup=warmup))
+            timing = Timing(device, reps=reps, warmup=warmup)
+            self.costs = measure(*parts, timing)
+            self.log_s = self._logging_seconds(state, timing)
+
+    def _logging_seconds(self, state: DecodeState, timing: Timing) -> float:
+        """Seconds that staging every level's children, the target's choices and the record
+        add to a probe round; a real round does none of it, so calibration subtracts them.
+        Timed like the rest (a CUDA graph on a GPU); the log is left as it was."""
+        log, batch, n = self.log, self.log.batch, self.max_nodes + 1
+        vocab = self.target.vocab_size
+        device = self.target.device
+        widths = [1, *self.shape.levels[:-1]]  # parents of each level
+        logps = [torch.zeros(batch, w, vocab, device=device) for w in widths]  # (B, w, V)
+        logits = torch.zeros(batch, n, vocab, device=device)  # (B, N+1, V)
+        tree = torch.zeros(batch, n, dtype=torch.long, device=device)  # (B, N+1)
+
+        def record(ids: Tensor) -> Tensor:
+            for level, logp in enumerate(logps):
+                log.stage(level, logp)
+            log.record(ids, ids, _choice(logits, state))
+            return log.count
+
+        count = log.count.clone()
+        key = ("autoshape-log", tuple(tree.shape), log.count.data_ptr())
+        if state.gen.greedy:  # graphs hold no sampling (as in the decode loop)
+            seconds = timing.median(lambda: self.target.run_static(key, record, tree))
+        else:
+            seconds = timing.median(lambda: record(tree))
+        log.count.copy_(count)
+        return seconds
 
     def _children_logp(self, level: int, logp: Tensor) -> None:
         self.log.stage(level, logp)
@@ -148,5 +178,5 @@ def calibrate(
     timer = PhaseTimer(target.device)
     rows = probe.generate(target, prompts, calib, pad_id, timer)
     per_row = [r.target_forwards - 1 for r in rows]  # rounds after the prefill
-    round_s = timer.decode_seconds() / max(max(per_row), 1)
+    round_s = timer.decode_seconds() / max(max(per_row), 1) - probe.log_s
     return probe.log.rounds(per_row), probe.costs.with_overhead(round_s, probe.shape.levels)
