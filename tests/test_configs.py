@@ -69,5 +69,5 @@ def test_device_dependent_values_resolve(device):
     shape = [1, 1, 1] if device == "cpu" else [4, 16, 16, 16, 16]
     assert (
         list(cfg.decode.tree_shape) == shape
-        and f"calib_tokens: {64 if device == 'cpu' else 256}" in text
+        and f"calib_tokens: {192 if device == 'cpu' else 256}" in text
     )
