@@ -167,3 +167,18 @@ def path_to(parents: Tensor, node: Tensor, max_len: int) -> tuple[Tensor, Tensor
     back = (depth[:, None] - cols).clamp_min(0)  # (B, max_len): column j holds ancestor d - j
     path = up_t.gather(1, back).clamp_min(0)  # (B, max_len)
     return torch.where(cols <= depth[:, None], path, 0), depth + 1
+
+
+def path_from_mask(mask: Tensor, node: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
+    """``path_to`` read off the ancestor mask (B, N+1, N+1) instead of walking: a node's
+    ancestors are its mask row, and in level order they come in increasing index.
+
+    -> path (B, max_len), lengths (B,), as ``path_to`` returns them.
+    """
+    n = mask.shape[1]
+    row = mask.gather(1, node[:, None, None].expand(-1, 1, n))[:, 0]  # (B, N+1)
+    cols = torch.arange(n, device=mask.device)  # (N+1,)
+    ranked = torch.where(row, cols, n).sort(-1).values[:, :max_len]  # (B, max_len) ancestors
+    if ranked.shape[1] < max_len:  # fewer nodes than the path's room (a lone root)
+        ranked = torch.nn.functional.pad(ranked, (0, max_len - ranked.shape[1]), value=n)
+    return torch.where(ranked < n, ranked, 0), row.sum(1)

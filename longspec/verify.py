@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from longspec.tree import node_depths, path_to, tree_depth
+from longspec.tree import node_depths, path_from_mask, path_to, tree_depth
 
 
 @dataclass
@@ -30,6 +30,16 @@ class Acceptance:
     path: Tensor  # (B, depth+1) accepted node indices from the root (col 0 = 0), 0-padded
     n_accepted: Tensor  # (B,) accepted draft tokens; path[:, : n + 1] is valid
     bonus: Tensor  # (B,) token the target adds after the last accepted node
+
+
+@dataclass
+class Ancestry:
+    """What a proposal already knows about its tree: the ancestor mask (B, N+1, N+1) and
+    the depths (B, N+1). Given to the rules, it replaces walks up the tree (a few kernels
+    per level each) by single reductions."""
+
+    mask: Tensor
+    depths: Tensor
 
 
 def sampling_probs(logits: Tensor, temperature: float, top_p: float = 1.0) -> Tensor:
@@ -58,14 +68,14 @@ def _matching_path(
     choice: Tensor,
     max_depth: int,
     first_only: bool,
-    mask: Tensor | None = None,
+    tree: Ancestry | None = None,
 ) -> Tensor:
     """(B, N+1) bool: the node and all its ancestors carry the token ``choice`` names.
 
     choice (B, N+1) is the token the target picks after each node. With ``first_only``
     only the lowest-index child carrying the choice counts (duplicate siblings), so at
-    most one root path matches. ``mask`` (B, N+1, N+1), the ancestor mask of the tree,
-    replaces the walk up the tree by one reduction.
+    most one root path matches. ``tree`` (its ancestor mask) replaces the walk up the tree
+    by one reduction.
     """
     up = parents.clamp_min(0)  # (B, N+1) root points at itself
     match = tokens == choice.gather(1, up)  # (B, N+1) node is what its parent's choice says
@@ -75,8 +85,8 @@ def _matching_path(
         same_parent = parents[:, :, None] == parents[:, None, :]  # (B, N+1, N+1)
         earlier = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril(-1)  # j < i
         match &= ~(same_parent & earlier & match[:, None, :]).any(-1)
-    if mask is not None:  # every ancestor (and the node itself) matches
-        return ~(mask & ~match[:, None, :]).any(-1)  # (B, N+1)
+    if tree is not None:  # every ancestor (and the node itself) matches
+        return ~(tree.mask & ~match[:, None, :]).any(-1)  # (B, N+1)
     ok = match
     for _ in range(max_depth):  # after k steps: the node and its k nearest ancestors match
         ok = match & ok.gather(1, up)
@@ -99,28 +109,6 @@ def _deepest(
     return path, length - 1, node
 
 
-@dataclass
-class Ancestry:
-    """What a proposal already knows about its tree: the ancestor mask (B, N+1, N+1) and
-    the depths (B, N+1). Given to the rules, it replaces walks up the tree (a few kernels
-    per level each) by single reductions."""
-
-    mask: Tensor
-    depths: Tensor
-
-
-def path_from_mask(mask: Tensor, node: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
-    """``tree.path_to`` read off the ancestor mask: a node's ancestors are its mask row,
-    and in level order they come in increasing index. -> path (B, max_len), lengths (B,)."""
-    n = mask.shape[1]
-    row = mask.gather(1, node[:, None, None].expand(-1, 1, n))[:, 0]  # (B, N+1)
-    cols = torch.arange(n, device=mask.device)  # (N+1,)
-    ranked = torch.where(row, cols, n).sort(-1).values[:, :max_len]  # (B, max_len) ancestors
-    if ranked.shape[1] < max_len:  # fewer nodes than the path's room (a lone root)
-        ranked = torch.nn.functional.pad(ranked, (0, max_len - ranked.shape[1]), value=n)
-    return torch.where(ranked < n, ranked, 0), row.sum(1)
-
-
 def accept_greedy(
     tokens: Tensor,
     parents: Tensor,
@@ -137,8 +125,7 @@ def accept_greedy(
     """
     max_depth = tree_depth(parents) if max_depth is None else max_depth
     best = logits.argmax(-1)  # (B, N+1) target's choice after each node
-    mask = None if tree is None else tree.mask
-    ok = _matching_path(tokens, parents, best, max_depth, first_only=False, mask=mask)
+    ok = _matching_path(tokens, parents, best, max_depth, first_only=False, tree=tree)
     path, n_accepted, node = _deepest(ok, parents, max_depth, tree)
     return Acceptance(path, n_accepted, best.gather(1, node[:, None])[:, 0])
 
@@ -173,8 +160,7 @@ def accept_tree_sampled(
     batch, n, vocab = probs.shape
     flat = probs.reshape(batch * n, vocab)  # (B*(N+1), V)
     drawn = torch.multinomial(flat, 1, generator=generator).view(batch, n)  # y_i ~ p_i
-    mask = None if tree is None else tree.mask
-    ok = _matching_path(tokens, parents, drawn, max_depth, first_only=True, mask=mask)
+    ok = _matching_path(tokens, parents, drawn, max_depth, first_only=True, tree=tree)
     path, n_accepted, node = _deepest(ok, parents, max_depth, tree)
     return Acceptance(path, n_accepted, drawn.gather(1, node[:, None])[:, 0])
 
