@@ -136,12 +136,13 @@ class FusedDraft:
     The layer's modules keep their weights as views into the fused ones."""
 
     def __init__(self, layer: GlideLayer):
-        from longspec.models.fused_layer import _concat_linears
+        from longspec.models.fused_layer import concat_linears
 
         attn, mlp = layer.self_attn, layer.mlp
-        self.qkv_weight, self.qkv_bias = _concat_linears([attn.q_proj, attn.k_proj, attn.v_proj])
-        self.gate_up = _concat_linears([mlp.gate_proj, mlp.up_proj])[0]
+        self.qkv_weight, self.qkv_bias = concat_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.gate_up = concat_linears([mlp.gate_proj, mlp.up_proj])[0]
         self.heads, self.kv_heads = layer.dims.heads, layer.dims.kv_heads
+        self._stand_ins: dict[int, tuple[Tensor, Tensor]] = {}  # batch -> (cache, starts)
 
     def self_qkv(
         self, h: Tensor, cos: Tensor, sin: Tensor, cache: DraftCache
@@ -160,9 +161,16 @@ class FusedDraft:
         from longspec.models.fused_kernels import rotary_into_cache
 
         q_lin = proj(h)  # (B, T, Hq * D)
-        none = q_lin.new_empty(1, 1, 1, 1)  # no cache: the kernel writes no key or value
-        start = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+        none, start = self._no_cache(h.shape[0], h)
         return rotary_into_cache(q_lin, cos, sin, none, none, start, self.heads, 0)[0]
+
+    def _no_cache(self, batch: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """A stand-in cache (never written: no key heads) and (B,) zero start slots, made
+        once per batch size so that a captured round allocates and fills nothing here."""
+        if batch not in self._stand_ins:
+            none = like.new_empty(1, 1, 1, 1)
+            self._stand_ins[batch] = none, torch.zeros(batch, dtype=torch.long, device=like.device)
+        return self._stand_ins[batch]
 
     def mlp(self, mlp: torch.nn.Module, h: Tensor) -> Tensor:
         from longspec.models.fused_kernels import silu_mul

@@ -33,7 +33,7 @@ def can_fuse(hf_model: nn.Module) -> bool:
     )
 
 
-def _concat_linears(linears: list[nn.Linear]) -> tuple[Tensor, Tensor | None]:
+def concat_linears(linears: list[nn.Linear]) -> tuple[Tensor, Tensor | None]:
     """One (sum of out, in) weight (and bias); each module's weight becomes a view of it."""
     weight = torch.cat([m.weight.data for m in linears])
     has_bias = [m.bias is not None for m in linears]
@@ -58,11 +58,11 @@ class FusedLayers:
         self.attention = attention
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.qkv = [
-            _concat_linears([a.q_proj, a.k_proj, a.v_proj])
+            concat_linears([a.q_proj, a.k_proj, a.v_proj])
             for a in (layer.self_attn for layer in body.layers)
         ]
         self.gate_up = [
-            _concat_linears([layer.mlp.gate_proj, layer.mlp.up_proj])[0] for layer in body.layers
+            concat_linears([layer.mlp.gate_proj, layer.mlp.up_proj])[0] for layer in body.layers
         ]
 
     def forward(
