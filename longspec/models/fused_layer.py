@@ -3,7 +3,12 @@
 Per layer: one q|k|v projection, one kernel for rotary + cache write, the attention
 backend, one o projection, one kernel for residual add + RMSNorm, one gate|up projection,
 one SiLU-multiply kernel, one down projection; the next layer's first norm absorbs the
-MLP's residual add. The plain path (``TargetModel._layer``) stays the reference.
+MLP's residual add. For one token of one row (a batch-1 decode step, ``gemv``) every
+projection is one matrix-vector kernel that also does the step before or after it: the
+q|k|v and gate|up projections normalise their input, the o and down projections add the
+residual, the down projection forms silu(gate) * up (``longspec.models.gemv``); a layer is
+then six kernels. The plain path
+(``TargetModel._layer``) stays the reference.
 
 The fused projection weights are single tensors, and the transformers modules' own
 weights become views into them, so no weight memory is duplicated.
@@ -53,8 +58,16 @@ def concat_linears(linears: list[nn.Linear]) -> tuple[Tensor, Tensor | None]:
 class FusedLayers:
     """The target's decoder stack through fused kernels (see module docstring)."""
 
-    def __init__(self, body: nn.Module, attention: AttentionBackend, n_heads: int, n_kv_heads: int):
+    def __init__(
+        self,
+        body: nn.Module,
+        attention: AttentionBackend,
+        n_heads: int,
+        n_kv_heads: int,
+        gemv: bool = True,
+    ):
         self.body = body
+        self.gemv = gemv  # one-row steps through longspec.models.gemv
         self.attention = attention
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.qkv = [
@@ -77,31 +90,55 @@ class FusedLayers:
     ) -> Tensor:
         """Embeddings x (B, T, hidden) -> final-norm hidden states (B, T, hidden)."""
         from longspec.models.fused_kernels import add_rms_norm
+        from longspec.models.gemv import one_row
 
-        delta = None
+        attend = (cos, sin, cache, prefix_args, start, new_mask)
+        if self.gemv and one_row(x):
+            return self._one_row(x, attend)
+        delta = None  # what the next norm still has to add to the residual stream x
         for idx, layer in enumerate(self.body.layers):
             norm = layer.input_layernorm
             x, h = add_rms_norm(x, delta, norm.weight, norm.variance_epsilon)
-            prefix = cache.prefix(idx, *prefix_args)
-            attn_out = self._attention(idx, layer, h, cos, sin, cache, prefix, start, new_mask)
+            weight, bias = self.qkv[idx]
+            qkv = torch.nn.functional.linear(h, weight, bias)  # (B, T, (Hq + 2 Hkv) * D)
+            attn_out = layer.self_attn.o_proj(self._attention(idx, qkv, *attend))
             norm = layer.post_attention_layernorm
             x, h = add_rms_norm(x, attn_out, norm.weight, norm.variance_epsilon)
             delta = self._mlp(idx, layer, h)
         norm = self.body.norm
         return add_rms_norm(x, delta, norm.weight, norm.variance_epsilon)[1]
 
-    def _attention(self, idx, layer, h, cos, sin, cache, prefix, start, new_mask) -> Tensor:
+    def _one_row(self, x: Tensor, attend: tuple) -> Tensor:
+        """The same stack for one token of one row: every projection one gemv kernel, with
+        the norms, the activation and the residual adds folded into them."""
+        from longspec.models.fused_kernels import add_rms_norm
+        from longspec.models.gemv import RowNorm, gemv
+
+        for idx, layer in enumerate(self.body.layers):
+            norm, attn = layer.input_layernorm, layer.self_attn
+            weight, bias = self.qkv[idx]
+            qkv = gemv(x, weight, bias, norm=RowNorm(norm.weight, norm.variance_epsilon))
+            o = self._attention(idx, qkv, *attend)  # (1, 1, Hq * D)
+            x = gemv(o, attn.o_proj.weight, attn.o_proj.bias, residual=x)  # (1, 1, hidden)
+            norm, mlp = layer.post_attention_layernorm, layer.mlp
+            gate_up = gemv(x, self.gate_up[idx], norm=RowNorm(norm.weight, norm.variance_epsilon))
+            x = gemv(gate_up, mlp.down_proj.weight, mlp.down_proj.bias, x, silu_gate=True)
+        norm = self.body.norm
+        return add_rms_norm(x, None, norm.weight, norm.variance_epsilon)[1]
+
+    def _attention(self, idx, qkv, cos, sin, cache, prefix_args, start, new_mask) -> Tensor:
+        """Fused q|k|v rows (B, T, (Hq + 2 Hkv) * D) -> attention output (B, T, Hq * D);
+        k and v go into the cache at slots start[b] + t."""
         from longspec.models.fused_kernels import rotary_into_cache
 
-        weight, bias = self.qkv[idx]
-        qkv = torch.nn.functional.linear(h, weight, bias)  # (B, T, (Hq + 2 Hkv) * D)
         k_cache, v_cache = cache.layer(idx)
         q, k, v = rotary_into_cache(
             qkv, cos, sin, k_cache, v_cache, start, self.n_heads, self.n_kv_heads
         )
+        prefix = cache.prefix(idx, *prefix_args)
         prefix.in_flight_cached = True
         o = self.attention(q, prefix, k, v, new_mask)  # (B, Hq, T, D)
-        return layer.self_attn.o_proj(o.transpose(1, 2).flatten(2))  # (B, T, hidden)
+        return o.transpose(1, 2).flatten(2)  # (B, T, Hq * D)
 
     def _mlp(self, idx: int, layer: nn.Module, h: Tensor) -> Tensor:
         from longspec.models.fused_kernels import silu_mul

@@ -14,6 +14,7 @@ from longspec.decoding.vanilla import Vanilla
 from longspec.models.draft import FusedDraft, GlideDraft
 from longspec.models.fused_kernels import add_rms_norm, rotary_into_cache, silu_mul
 from longspec.models.fused_layer import FusedLayers
+from longspec.models.gemv import GemvLaunch, RowNorm, gemv
 from longspec.models.glide_io import random_glide
 from longspec.models.rotary import apply_rotary
 from longspec.models.target import TargetModel
@@ -61,12 +62,57 @@ def test_silu_mul_matches_the_mlp_activation():
     assert (silu_mul(gate_up) - torch.nn.functional.silu(gate) * up).abs().max() <= 1e-6
 
 
+GEMV_LAUNCHES = [GemvLaunch(8, 64, 4, 3), GemvLaunch(4, 128, 4, 2)]
+
+
+@pytest.mark.parametrize("launch", GEMV_LAUNCHES)
+@pytest.mark.parametrize("n_out,n_in", [(24, 256), (30, 200)])  # even, ragged
+def test_gemv_matches_the_modules(launch, n_out, n_in):
+    """Projection (+ bias) (+ residual) of one row, of its RMSNorm, of silu(gate) * up."""
+    gen = torch.Generator().manual_seed(n_out)
+    w, bias = torch.randn(n_out, n_in, generator=gen), torch.randn(n_out, generator=gen)
+    x, res = torch.randn(1, 1, n_in, generator=gen), torch.randn(1, 1, n_out, generator=gen)
+    lin = torch.nn.functional.linear
+    assert (gemv(x, w, launch=launch) - lin(x, w)).abs().max() <= 1e-4
+    assert (gemv(x, w, bias, res, launch=launch) - (lin(x, w, bias) + res)).abs().max() <= 1e-4
+    norm = torch.nn.RMSNorm(n_in, eps=1e-5)
+    norm.weight.data = torch.rand(n_in, generator=gen) + 0.5
+    got = gemv(x, w, norm=RowNorm(norm.weight, norm.eps), launch=launch)
+    assert (got - lin(norm(x), w)).abs().max() <= 1e-4
+    gate_up = torch.randn(1, 2 * n_in, generator=gen)
+    gate, up = gate_up.chunk(2, -1)
+    want = lin(torch.nn.functional.silu(gate) * up, w) + res[0]
+    got = gemv(gate_up, w, None, res[0], silu_gate=True, launch=launch)
+    assert (got - want).abs().max() <= 1e-4
+    with pytest.raises(ValueError, match="one row"):
+        gemv(torch.randn(2, n_in), w, launch=launch)
+
+
 @pytest.mark.parametrize("name", ["tiny_llama", "tiny_qwen2"])
-def test_fused_target_is_lossless(name, request):
+def test_one_row_layers_match_the_general_ones(name, request):
+    """A batch-1 step through gemv kernels gives the hidden states of the general path."""
+    model, _ = request.getfixturevalue(name)
+    target = TargetModel(model, TritonHybridAttention(min_prefix=0), static=True)
+    fused = FusedLayers(target.body, target.attention, target.n_heads, target.n_kv_heads)
+    target.fused = fused
+    prompt = torch.randint(3, target.vocab_size, (1, 17))
+    outs = []
+    for use_gemv in (False, True):
+        fused.gemv = use_gemv
+        cache = target.new_cache(1, 24)
+        target.prefill(prompt, torch.tensor([17]), cache)
+        one = torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, 1, dtype=torch.bool)
+        outs.append(target.verify(prompt[:, -1:], *one, cache).clone())  # (1, 1, V)
+    assert (outs[0] - outs[1]).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_qwen2"])
+@pytest.mark.parametrize("lengths", [(23, 9), (23,)])  # a batch of two; one row (gemv steps)
+def test_fused_target_is_lossless(name, lengths, request):
     model, _ = request.getfixturevalue(name)
     plain = TargetModel(model, eager_attention)
     gen = Generation(max_new_tokens=10, eos_ids=())
-    prompts = [torch.randint(3, plain.vocab_size, (n,)).tolist() for n in (23, 9)]
+    prompts = [torch.randint(3, plain.vocab_size, (n,)).tolist() for n in lengths]
     want = [r.output_ids for r in Vanilla().generate(plain, prompts, gen, pad_id=0)]
     fused = TargetModel(model, TritonHybridAttention(min_prefix=0), static=True)
     fused.fused = FusedLayers(fused.body, fused.attention, fused.n_heads, fused.n_kv_heads)
