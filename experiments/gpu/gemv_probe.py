@@ -1,10 +1,11 @@
 """GPU: the one-row projection kernel (longspec.models.gemv) against cuBLAS, then the
 vanilla decode step of the Llama-3-8B shape with and without it.
 
-1. Per projection (o: 4096 x 4096 plus residual; down: 4096 x 14336 from [gate | up] plus
-   residual), each launch setting: microseconds per call, from a CUDA graph of 32 calls
-   over 32 different weights (so L2 holds none of them), against cuBLAS (+ silu_mul and
-   the residual add it needs) captured the same way, and the weight-read floor.
+1. Per projection of a layer (q|k|v and gate|up from the RMSNorm of the residual row, o
+   plus residual, down from [gate | up] plus residual), each launch setting: microseconds
+   per call, from a CUDA graph of 32 calls over 32 different weights (so L2 holds none of
+   them), against cuBLAS with the kernel it needs beside it (add_rms_norm, silu_mul, an
+   add) captured the same way, and the weight-read floor.
 2. The graphed vanilla step (random weights, float16) at the given contexts with the
    kernel on and off, timed in turns; memory floor = weights + cache / copy bandwidth.
 
@@ -22,13 +23,19 @@ import torch
 from longspec.bench.scale_setup import kv_bytes, long_context, one_round
 from longspec.bench.timing import Timing, copy_bandwidth
 from longspec.metrics import environment
-from longspec.models.fused_kernels import silu_mul
-from longspec.models.gemv import GEMV_LAUNCH, GemvLaunch, gemv
+from longspec.models.fused_kernels import add_rms_norm, silu_mul
+from longspec.models.gemv import GEMV_LAUNCH, WIDE_LAUNCH, GemvLaunch, RowNorm, gemv
 from longspec.models.glide_io import random_glide
 from longspec.models.random_weights import random_model, shape_config, weight_bytes
 
 COPIES = 32
-SHAPES = {"o": (4096, 4096, False), "down": (4096, 14336, True)}
+# name: (outputs, inputs, input kind): the Llama-3-8B projections of one layer
+SHAPES = {
+    "qkv": (6144, 4096, "norm"),
+    "o": (4096, 4096, "residual"),
+    "gate_up": (28672, 4096, "norm"),
+    "down": (4096, 14336, "silu"),
+}
 
 
 def graph_seconds(fn, timing: Timing) -> float:
@@ -45,14 +52,17 @@ def graph_seconds(fn, timing: Timing) -> float:
 
 def sweep(timing: Timing, bandwidth: float) -> list[dict]:
     rows = []
-    for name, (n_out, n_in, silu) in SHAPES.items():
+    for name, (n_out, n_in, kind) in SHAPES.items():
         w = torch.randn(COPIES, n_out, n_in, device="cuda", dtype=torch.float16) * 0.02
-        x = torch.randn(1, 1, 2 * n_in if silu else n_in, device="cuda", dtype=torch.float16)
+        x = torch.randn(1, 1, 2 * n_in if kind == "silu" else n_in, device="cuda").half()
         res = torch.randn(1, 1, n_out, device="cuda", dtype=torch.float16)
+        norm = RowNorm(torch.rand(n_in, device="cuda", dtype=torch.float16) + 0.5, 1e-5)
         floor = n_out * n_in * 2 / bandwidth
 
-        def cublas(i, w=w, x=x, res=res, silu=silu):
-            inp = silu_mul(x) if silu else x
+        def cublas(i, w=w, x=x, res=res, kind=kind, norm=norm):
+            if kind == "norm":
+                return torch.nn.functional.linear(add_rms_norm(x, None, norm.weight, 1e-5)[1], w[i])
+            inp = silu_mul(x) if kind == "silu" else x
             return res + torch.nn.functional.linear(inp, w[i])
 
         rows.append({"proj": name, "launch": "cublas", "us": graph_seconds(cublas, timing) * 1e6})
@@ -60,8 +70,10 @@ def sweep(timing: Timing, bandwidth: float) -> list[dict]:
         for bn, bk, warps, stages in grid:
             launch = GemvLaunch(bn, bk, warps, stages)
 
-            def ours(i, w=w, x=x, res=res, silu=silu, launch=launch):
-                return gemv(x, w[i], res, silu, launch)
+            def ours(i, w=w, x=x, res=res, kind=kind, norm=norm, launch=launch):
+                if kind == "norm":
+                    return gemv(x, w[i], norm=norm, launch=launch)
+                return gemv(x, w[i], None, res, silu_gate=kind == "silu", launch=launch)
 
             try:
                 us = graph_seconds(ours, timing) * 1e6
@@ -115,7 +127,7 @@ def main(argv: list[str]) -> None:
     timing = Timing(torch.device("cuda"), reps=20, warmup=3)
     bandwidth = copy_bandwidth(timing, 2048) * 1e9
     result = {"environment": environment(torch.device("cuda")), "bandwidth_gb_s": bandwidth / 1e9}
-    result["default_launch"] = GEMV_LAUNCH.__dict__
+    result["default_launches"] = [GEMV_LAUNCH.__dict__, WIDE_LAUNCH.__dict__]
     if opts.get("sweep", "1") == "1":
         result["sweep"] = sweep(timing, bandwidth)
     result["steps"] = steps(contexts, timing, bandwidth)
