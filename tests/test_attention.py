@@ -131,3 +131,27 @@ def test_hybrid_float16_on_gpu(prefix_len, n_new):
     for backend in [*BACKENDS.values(), TritonHybridAttention(min_prefix=0)]:
         out = backend(q, prefix, kn, vn, mask).cpu().double()
         assert (out - ref).abs().max() <= 2e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n_new", [1, 71])
+def test_split_kernel_fused_merge_on_gpu(n_new):
+    """In-kernel split merge equals the merge kernel (float16, 32k keys, 1 query token and
+    70 tree tokens in flight), leaves its counters at 0, and repeats exactly."""
+    from longspec.attention import split_kernel
+
+    gen = torch.Generator().manual_seed(n_new)
+    n_keys, lengths = 32768, torch.tensor([32768 - n_new, 20000, 0], device="cuda")
+    q = torch.randn(3, 32, n_new, 128, generator=gen).to("cuda", torch.float16)
+    k, v = torch.randn(2, 3, 8, n_keys, 128, generator=gen).to("cuda", torch.float16)
+    mask = random_tree_mask(3, n_new, gen).cuda() if n_new > 1 else None
+    args = (q, k, v, lengths, None, True, mask, torch.float16)
+    ref_out, ref_lse = split_kernel.split_attention_lse(*args, fused_merge=False)
+    for _ in range(2):
+        out, lse = split_kernel.split_attention_lse(*args, fused_merge=True)
+        torch.cuda.synchronize()
+        assert all(not c.any() for c in split_kernel._COUNTERS.values())
+        assert (out.float() - ref_out.float()).abs().max() <= 2e-3  # a float16 rounding step
+        assert (lse - ref_lse).abs().max() <= 1e-5
+    again = split_kernel.split_attention_lse(*args, fused_merge=True)
+    assert torch.equal(again[0], out) and torch.equal(again[1], lse)

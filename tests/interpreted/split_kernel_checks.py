@@ -131,3 +131,92 @@ def test_full_and_boundary_blocks_under_every_launch(launch, head_dim, monkeypat
     ref_out, ref_lse = masked_attention_lse(q, k, v, vis[:, None])  # (B, 1, T, S)
     assert (out - ref_out).abs().max() <= 1e-5
     assert (lse - ref_lse).abs().max() <= 1e-5
+
+
+def fused_and_two_kernel(*args, **kwargs) -> tuple[tuple, tuple]:
+    """(out, lse) with the in-kernel merge and with the merge kernel, counters checked 0."""
+    fused = split_attention_lse(*args, fused_merge=True, **kwargs)
+    assert all(not c.any() for c in split_kernel._COUNTERS.values()), "counters left set"
+    return fused, split_attention_lse(*args, fused_merge=False, **kwargs)
+
+
+def assert_same(got: tuple, want: tuple, tol: float = 1e-6) -> None:
+    (out, lse), (ref_out, ref_lse) = got, want
+    assert out.dtype == ref_out.dtype and (out.float() - ref_out.float()).abs().max() <= tol
+    assert torch.equal(lse.isinf(), ref_lse.isinf())
+    finite = ref_lse.isfinite()
+    assert (lse[finite] - ref_lse[finite]).abs().max() <= 1e-6
+
+
+def force_splits(monkeypatch, n_splits: int, programs_per_split: int) -> list[int]:
+    """Launches of n_splits key splits (16-key blocks) whose outputs and partials start as
+    NaN (a read before a write shows); returns the split counts actually used."""
+    monkeypatch.setattr(split_kernel, "LAUNCH", Launch(max_block_m=16, block_n=16))
+    monkeypatch.setattr(split_kernel, "TARGET_PROGRAMS", n_splits * programs_per_split)
+    used, n_splits_of, outputs_of = [], split_kernel._n_splits, split_kernel._outputs
+
+    def spy(*args):
+        used.append(n_splits_of(*args))
+        return used[-1]
+
+    def poisoned(*args):
+        buffers = outputs_of(*args)
+        for x in buffers:
+            x.fill_(float("nan"))
+        return buffers
+
+    monkeypatch.setattr(split_kernel, "_n_splits", spy)
+    monkeypatch.setattr(split_kernel, "_outputs", poisoned)
+    return used
+
+
+@pytest.mark.parametrize("n_splits", [1, 2, 3, 7, 13])
+def test_fused_merge_matches_merge_kernel(n_splits, monkeypatch):
+    """Keep mask and a row of length 0 (nothing seen: lse -inf, out 0), several splits."""
+    used = force_splits(monkeypatch, n_splits, programs_per_split=3 * 2)  # B * Hkv, 1 m-block
+    gen = torch.Generator().manual_seed(n_splits)
+    q = torch.randn(3, 4, 3, 16, generator=gen)
+    k, v = torch.randn(2, 3, 2, 200, 16, generator=gen)
+    lengths = torch.tensor([200, 37, 0])
+    keep = torch.rand(3, 200, generator=gen) > 0.3
+    fused, ref = fused_and_two_kernel(q, k, v, lengths, keep)
+    assert used == [n_splits, n_splits]
+    assert_same(fused, ref)
+    assert fused[1][2].isinf().all() and not fused[0][2].any()
+    want_out, want_lse = masked_attention_lse(q, k, v, visible(lengths, 200, keep)[:, None, None])
+    assert (fused[0] - want_out).abs().max() <= 1e-5
+    assert (fused[1][:2] - want_lse[:2]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("n_splits", [1, 4, 9])
+@pytest.mark.parametrize("tree", [False, True])
+def test_fused_merge_with_tokens_in_flight(n_splits, tree, monkeypatch):
+    """In-flight keys (causal or tree mask), several m-blocks, out in float16."""
+    used = force_splits(monkeypatch, n_splits, programs_per_split=2 * 2 * 2)
+    gen = torch.Generator().manual_seed(10 * n_splits + tree)
+    n_new, lengths = 6, torch.tensor([130, 0])
+    q = torch.randn(2, 8, n_new, 16, generator=gen)  # group 4 x 6 tokens: 2 m-blocks of 16
+    k, v = torch.randn(2, 2, 2, 144, 16, generator=gen)
+    mask = ancestor_mask(torch.tensor([[-1, 0, 0, 1, 2, 2]] * 2)) if tree else None
+    args = (q, k, v, lengths, None, True, mask)
+    fused, ref = fused_and_two_kernel(*args)
+    assert used == [n_splits, n_splits]
+    assert_same(fused, ref)
+    fused16, ref16 = fused_and_two_kernel(*args, out_dtype=torch.float16)
+    assert_same(fused16, ref16, tol=2e-3)  # float32 results a rounding step of float16 apart
+
+
+def test_fused_merge_twice_in_a_row_reuses_the_counters(monkeypatch):
+    used = force_splits(monkeypatch, 5, programs_per_split=2 * 2)
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(2, 4, 2, 24, generator=gen)
+    k, v = torch.randn(2, 2, 2, 100, 24, generator=gen)
+    lengths = torch.tensor([100, 50])
+    first = split_attention_lse(q, k, v, lengths, fused_merge=True)
+    counters = dict(split_kernel._COUNTERS)
+    second = split_attention_lse(q, k, v, lengths, fused_merge=True)
+    assert used == [5, 5] and split_kernel._COUNTERS.keys() == counters.keys()
+    assert all(split_kernel._COUNTERS[key] is c for key, c in counters.items())  # reused
+    assert all(not c.any() for c in counters.values())
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert_same(first, split_attention_lse(q, k, v, lengths, fused_merge=False))
