@@ -150,7 +150,11 @@ class KVCache:
 
         Row b keeps path[b, :n_keep[b]] in that order; their keys/values move (all layers at
         once) to slots lengths[b] + [0, n_keep[b]) and the length advances by n_keep[b].
+        A path of one column is the root alone (offset 0, already in place): no move.
         """
+        if path.shape[1] == 1:
+            self.commit(n_keep)
+            return
         rows = torch.arange(path.shape[0], device=path.device)[:, None]  # (B, 1)
         src = self.lengths[:, None] + path  # (B, P)
         dst = self.lengths[:, None] + torch.arange(path.shape[1], device=path.device)  # (B, P)

@@ -188,3 +188,15 @@ def test_split_target_is_never_static(tiny_llama, monkeypatch) -> None:
     split = TargetModel(tiny_llama[0], sdpa_attention, static=True)
     assert split.layer_devices == [ONE, TWO] and split.split
     assert not split.static and split.graphs is None  # no graphs across devices
+
+
+def test_commit_path_of_the_root_alone_moves_nothing() -> None:
+    """A one-column path is the root at offset 0: lengths advance, buffers are untouched
+    (the general move would copy each slot onto itself)."""
+    cache = KVCache(2, 2, 1, 8, 3, torch.float32, ONE)
+    cache.k.normal_(generator=torch.Generator().manual_seed(1))
+    before = cache.k.clone()
+    cache.commit(torch.tensor([2, 5]))
+    cache.commit_path(torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 0]))
+    assert cache.lengths.tolist() == [3, 5]
+    assert torch.equal(cache.k, before)

@@ -23,5 +23,5 @@ def test_kernels_under_the_interpreter(checks):
     path = HERE / checks
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)]
     cmd += ["--rootdir", str(HERE.parent), "-c", str(HERE.parents[1] / "pyproject.toml")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

@@ -8,8 +8,11 @@ vanilla decode step of the Llama-3-8B shape with and without it.
    add) captured the same way, and the weight-read floor.
 2. The graphed vanilla step (random weights, float16) at the given contexts with the
    kernel on and off, timed in turns; memory floor = weights + cache / copy bandwidth.
+   Then, with the kernel on, the split-KV attention's program target
+   (``split_kernel.TARGET_PROGRAMS``, how many programs a launch aims for) at each value.
 
     python experiments/gpu/gemv_probe.py OUT.json [contexts=8192,32768] [sweep=1]
+        [programs=264,396,512]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 
 import torch
 
+from longspec.attention import split_kernel
 from longspec.bench.scale_setup import kv_bytes, long_context, one_round
 from longspec.bench.timing import Timing, copy_bandwidth
 from longspec.metrics import environment
@@ -91,7 +95,13 @@ def sweep(timing: Timing, bandwidth: float) -> list[dict]:
     return rows
 
 
-def steps(contexts: list[int], timing: Timing, bandwidth: float) -> list[dict]:
+def step_seconds(lc, timing: Timing) -> float:
+    """Median graphed vanilla step, captured afresh (the switches change what it runs)."""
+    lc.release_graphs()
+    return timing.median(lambda: one_round(lc.target, lc.vanilla, lc.state), lc.reset)
+
+
+def steps(contexts: list[int], programs: list[int], timing: Timing, bandwidth: float) -> list:
     from longspec.attention.triton_hybrid import TritonHybridAttention
 
     config = shape_config("llama8b")
@@ -105,11 +115,14 @@ def steps(contexts: list[int], timing: Timing, bandwidth: float) -> list[dict]:
         times: dict[bool, list[float]] = {True: [], False: []}
         for on in (False, True, False, True):
             lc.target.fused.gemv = on
-            lc.release_graphs()  # the captured step depends on the switch
-            times[on].append(
-                timing.median(lambda lc=lc: one_round(lc.target, lc.vanilla, lc.state), lc.reset)
-            )
-        row = {"context": context, "floor_s": floor}
+            times[on].append(step_seconds(lc, timing))
+        row = {"context": context, "floor_s": floor, "programs": {}}
+        default = split_kernel.TARGET_PROGRAMS
+        for n in programs:
+            split_kernel.TARGET_PROGRAMS = n
+            row["programs"][n] = step_seconds(lc, timing)
+            print(f"{context}: {n} programs: {row['programs'][n] / floor:.3f} x floor", flush=True)
+        split_kernel.TARGET_PROGRAMS = default
         for on, ts in times.items():
             row["gemv" if on else "cublas"] = {"step_s": min(ts), "runs": ts}
             print(f"{context}: gemv={on} step {min(ts) * 1e3:.3f} ms = "
@@ -130,7 +143,8 @@ def main(argv: list[str]) -> None:
     result["default_launches"] = [GEMV_LAUNCH.__dict__, WIDE_LAUNCH.__dict__]
     if opts.get("sweep", "1") == "1":
         result["sweep"] = sweep(timing, bandwidth)
-    result["steps"] = steps(contexts, timing, bandwidth)
+    programs = [int(n) for n in opts.get("programs", "").split(",") if n]
+    result["steps"] = steps(contexts, programs, timing, bandwidth)
     with open(path, "w") as fh:
         json.dump(result, fh, indent=1)
 
