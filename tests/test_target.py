@@ -60,3 +60,24 @@ def test_sampling_is_seeded(tiny_llama):
     assert Vanilla().generate(target, prompt, gen, 0)[0].output_ids == first
     other = Vanilla().generate(target, prompt, Generation(12, (), 1.0, seed=8), 0)[0].output_ids
     assert other != first
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_qwen2"])
+def test_static_rotary_table_equals_the_module(request, name):
+    """A static target gathers cos/sin from a table made with its pooled cache: the very
+    values the rotary module computes at those positions, and the same tokens decoded."""
+    model, _ = request.getfixturevalue(name)
+    static, plain = (
+        TargetModel(model, sdpa_attention, static=True),
+        TargetModel(model, sdpa_attention),
+    )
+    static.new_cache(2, 300)
+    assert static._rotary_table is not None and static._rotary_table[0].shape[0] >= 300
+    positions = torch.tensor([[0, 7, 299], [255, 1, 3]])
+    x = torch.zeros(2, 3, model.config.hidden_size)
+    for got, want in zip(static.rotary(x, positions), plain.rotary(x, positions), strict=True):
+        assert torch.equal(got, want)
+    gen = Generation(max_new_tokens=12, eos_ids=())
+    prompts = [[5, 17, 33, 42, 8, 99], [11, 64, 23]]
+    outs = [[r.output_ids for r in Vanilla().generate(t, prompts, gen, 0)] for t in (static, plain)]
+    assert outs[0] == outs[1]

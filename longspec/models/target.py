@@ -24,6 +24,11 @@ def module_device(module: nn.Module) -> torch.device:
     raise ValueError(f"{type(module).__name__} has no parameters to place")
 
 
+# Rotary types whose cos/sin at a position do not depend on the other positions of a call
+# ("dynamic" and "longrope" rescale by the longest position seen), so one table serves.
+TABLE_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+
+
 def placed(tensors: tuple, device: torch.device, memo: dict) -> tuple:
     """``tensors`` (None allowed) on ``device``, copied once per device (memo)."""
     if device not in memo:
@@ -59,6 +64,7 @@ class TargetModel:
         self.fuse_rounds = True  # on CUDA graphs: a whole greedy round per graph replay
         self.graphs = GraphCache() if self.static and self.device.type == "cuda" else None
         self._pool: KVCache | None = None
+        self._rotary_table: tuple[Tensor, Tensor] | None = None  # static: cos, sin (S, D)
         # Static on CUDA: decoder layers through fused kernels (plain path = reference).
         self.fused = (
             FusedLayers(self.body, attention, self.n_heads, self.n_kv_heads)
@@ -83,8 +89,24 @@ class TargetModel:
     def rotary(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
         """cos, sin (B, T, D) of the target's rotary table at ``positions`` (B, T), on
         x's device."""
+        if self._rotary_table is not None:  # positions stay below the pooled capacity
+            cos, sin = self._rotary_table
+            return cos[positions], sin[positions]  # (B, T, D) gathers: two kernels
         cos, sin = self.body.rotary_emb(x, positions)
         return cos.to(x.device), sin.to(x.device)
+
+    def _table_for(self, capacity: int) -> tuple[Tensor, Tensor] | None:
+        """cos, sin (capacity, D) of positions 0 .. capacity - 1, as the rotary module
+        computes them one position at a time (None for rotary types that rescale by the
+        longest position of a call). Made with each pooled cache: a static step then
+        gathers its rows instead of recomputing them (six kernels fewer per forward)."""
+        rotary = self.body.rotary_emb
+        if getattr(rotary, "rope_type", "default") not in TABLE_ROPE_TYPES:
+            return None
+        positions = torch.arange(capacity, device=self.device)[None]  # (1, S)
+        probe = torch.empty(1, dtype=self.dtype, device=self.device)
+        cos, sin = rotary(probe, positions)  # (1, S, D)
+        return cos[0], sin[0]
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         """An empty cache; in static mode the pooled one (so captured graphs stay valid)."""
@@ -95,7 +117,9 @@ class TargetModel:
             self._pool = pool = None  # free before allocating the larger one
             if self.graphs is not None:
                 self.graphs.clear()
+            self._rotary_table = None
             pool = self._pool = self._alloc_cache(batch, -(-capacity // 256) * 256)
+            self._rotary_table = self._table_for(pool.capacity)
         pool.lengths.zero_()
         return pool
 
