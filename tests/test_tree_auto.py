@@ -258,6 +258,18 @@ def test_cost_model_adds_draft_levels_and_verification():
     assert costs.with_overhead(0.0, (2, 3)).overhead_s == 0.0
 
 
+def test_cost_model_scaled_to_a_measured_round():
+    """with_scale: the probe's excess over its parts becomes a factor on every part, so a
+    small tree is charged in proportion instead of a big tree's fixed overhead."""
+    costs = CostModel((2, 10), (0.010, 0.050), (1, 5), (0.001, 0.005), overhead_s=0.002)
+    scaled = costs.with_scale(0.066, (2, 3))  # parts of [2, 3]: 33 ms -> factor 2
+    assert scaled.overhead_s == 0.0 and scaled.scale == pytest.approx(2.0)
+    assert scaled.round_seconds(np.array([[1, 0, 0]])) == pytest.approx([0.022])
+    assert costs.with_scale(0.001, (2, 3)).scale == 1.0  # never below the parts
+    assert scaled.with_overhead(0.040, (2, 3)).scale == 1.0
+    assert scaled.as_dict()["scale"] == 2.0
+
+
 @pytest.mark.parametrize(
     "measured, fitted",
     [
@@ -434,6 +446,7 @@ def test_auto_on_cuda_graphs_matches_vanilla(tiny_llama):
         ("auto", {"calib_tokens": 1}, "decode.auto.calib_tokens must be at least 2"),
         ("auto", {"widths": [512], "max_nodes": 4096}, "calibration tree"),
         ("auto", {"depth": 3}, "decode.auto.depth is not a setting"),
+        ("auto", {"scale_costs": "yes"}, "decode.auto.scale_costs must be true or false"),
     ],
 )
 def test_bad_settings_raise_one_line(tree_shape, auto, words):
@@ -451,7 +464,9 @@ def composed(*overrides: str):
 def test_config_accepts_auto_and_rejects_bad_settings():
     cfg = composed("decode.tree_shape=auto")
     validate(cfg)
-    assert OmegaConf.to_container(cfg.decode.auto)["max_nodes"] == 128
+    settings = OmegaConf.to_container(cfg.decode.auto, resolve=True)
+    assert settings["max_nodes"] == 128
+    assert settings["scale_costs"] is (not torch.cuda.is_available())  # device=auto
     for override, words in [
         ("decode.tree_shape=automatic", "decode.tree_shape must be a non-empty list"),
         ("decode.auto.max_depth=0", "decode.auto.max_depth must be a positive integer"),

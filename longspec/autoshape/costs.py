@@ -4,8 +4,12 @@ A round of shape [n1, ..., nL] runs the draft on the root and on levels 1..L-1 (
 also takes the log-softmax over the vocabulary and the level's top-k), one target forward
 over the N+1 tree nodes, and the bookkeeping (acceptance, cache moves, the host copy).
 The draft and verification costs are timed on the grids below at the prompt's real length
-(the cache holds the prompt); the bookkeeping is what a timed calibration round took beyond
-its parts.
+(the cache holds the prompt). What a timed calibration round took beyond its parts is
+either a fixed overhead per round (``with_overhead``: graphed GPU rounds, where it is the
+bookkeeping kernels) or a factor on every part (``with_scale``: on a CPU, the parts cost
+1.3-1.6x more inside the decode loop than timed alone, the same factor for small and large
+trees, experiments/results/auto_shape_smollm2_cpu_calib*.json; a fixed overhead fitted on
+the wide calibration tree then charges small trees far too much and auto picks big ones).
 """
 
 from __future__ import annotations
@@ -34,25 +38,38 @@ class CostModel:
     draft_nodes: tuple[int, ...]  # nodes of one draft level
     draft_s: tuple[float, ...]
     overhead_s: float = 0.0  # per round, besides drafting and verification
+    scale: float = 1.0  # factor on drafting and verification inside a real round
 
     def round_seconds(self, shapes: np.ndarray) -> np.ndarray:
         """shapes (S, D) nodes per level, 0 past a shape's depth -> (S,) seconds per round."""
+        return self.overhead_s + self.scale * self._parts(shapes)
+
+    def _parts(self, shapes: np.ndarray) -> np.ndarray:
+        """(S,) seconds of the draft levels and the verification, as timed alone."""
         stepped = np.concatenate([np.ones_like(shapes[:, :1]), shapes[:, :-1]], 1)  # (S, D)
         stepped = np.where(shapes > 0, stepped, 0)  # root, then every level but the last
         draft = np.where(stepped > 0, np.interp(stepped, self.draft_nodes, self.draft_s), 0.0)
         verify = np.interp(shapes.sum(1) + 1, self.verify_nodes, self.verify_s)  # (S,)
-        return self.overhead_s + draft.sum(1) + verify
+        return draft.sum(1) + verify
 
     def with_overhead(self, round_s: float, shape: tuple[int, ...]) -> CostModel:
-        """The same model, its overhead set so that ``shape`` costs the ``round_s`` measured."""
-        parts = float(self.round_seconds(np.array([shape]))[0]) - self.overhead_s
-        return replace(self, overhead_s=max(round_s - parts, 0.0))
+        """The model (scale 1) with its fixed overhead set so that ``shape`` costs the
+        ``round_s`` measured."""
+        parts = float(self._parts(np.array([shape]))[0])
+        return replace(self, overhead_s=max(round_s - parts, 0.0), scale=1.0)
+
+    def with_scale(self, round_s: float, shape: tuple[int, ...]) -> CostModel:
+        """The model (no fixed overhead) with its factor set so that ``shape`` costs the
+        ``round_s`` measured (at least 1: a round never costs less than its parts)."""
+        parts = float(self._parts(np.array([shape]))[0])
+        return replace(self, overhead_s=0.0, scale=max(round_s / parts, 1.0))
 
     def as_dict(self) -> dict:
         return {
             "verify_ms": _ms(self.verify_nodes, self.verify_s),
             "draft_level_ms": _ms(self.draft_nodes, self.draft_s),
             "overhead_ms": round(self.overhead_s * 1e3, 3),
+            "scale": round(self.scale, 4),
         }
 
 

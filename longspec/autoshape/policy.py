@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 MIN_TUNED_TOKENS = 16  # a decode shorter than this (a warm-up) does not pay for tuning
 DEFAULT_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16)
-AUTO_SETTINGS = {"widths", "max_depth", "max_nodes", "calib_tokens"}
+AUTO_SETTINGS = {"widths", "max_depth", "max_nodes", "calib_tokens", "scale_costs"}
 
 
 class FixedShape:
@@ -59,8 +59,12 @@ class AutoShape:
         max_depth: int = 6,
         max_nodes: int = 128,
         calib_tokens: int = 64,
+        scale_costs: bool = False,
     ):
         self.space = ShapeSpace(widths, max_depth, max_nodes)
+        if not isinstance(scale_costs, bool):
+            raise ValueError(f"decode.auto.scale_costs must be true or false, got {scale_costs!r}")
+        self.scale_costs = scale_costs
         self.calib_tokens = positive_int("calib_tokens", calib_tokens)
         if self.calib_tokens < 2:
             raise ValueError(f"decode.auto.calib_tokens must be at least 2, got {calib_tokens}")

@@ -170,8 +170,11 @@ def calibrate(
     prompts: list[list[int]],
     gen: Generation,
     pad_id: int,
+    scale_costs: bool = False,
 ) -> tuple[Rounds, CostModel]:
-    """Decode the prompts with the probe (EOS ignored); its rounds and the cost model."""
+    """Decode the prompts with the probe (EOS ignored); its rounds and the cost model, whose
+    parts are fitted to the probe's timed rounds by a factor (``scale_costs``) or by a fixed
+    overhead per round (see ``longspec.autoshape.costs``)."""
     calib = Generation(probe.rounds - 1, (), gen.temperature, gen.top_p, gen.seed)
     if target.graphs is not None:
         probe.generate(target, prompts, calib, pad_id)  # capture the graphs, untimed
@@ -179,4 +182,5 @@ def calibrate(
     rows = probe.generate(target, prompts, calib, pad_id, timer)
     per_row = [r.target_forwards - 1 for r in rows]  # rounds after the prefill
     round_s = timer.decode_seconds() / max(max(per_row), 1) - probe.log_s
-    return probe.log.rounds(per_row), probe.costs.with_overhead(round_s, probe.shape.levels)
+    fit = probe.costs.with_scale if scale_costs else probe.costs.with_overhead
+    return probe.log.rounds(per_row), fit(round_s, probe.shape.levels)

@@ -40,7 +40,8 @@ def tune(
     # One pooled cache for the probe and the decode after it (their graphs stay valid).
     need = replace(gen, max_new_tokens=max(gen.max_new_tokens, policy.calib_tokens))
     reserve_cache(target, prompts, need, space.probe.num_nodes)
-    rounds, costs = calibrate(probe, target, held_out(prompts, policy.calib_tokens), gen, pad_id)
+    calib_prompts = held_out(prompts, policy.calib_tokens)
+    rounds, costs = calibrate(probe, target, calib_prompts, gen, pad_id, policy.scale_costs)
     if target.graphs is not None:
         target.graphs.clear()  # the probe's graphs and those of the timings
     ranked = rank(mean_accepted(rounds, space.extensions), costs, top=6)
