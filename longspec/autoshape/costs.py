@@ -7,9 +7,9 @@ The draft and verification costs are timed on the grids below at the prompt's re
 (the cache holds the prompt). What a timed calibration round took beyond its parts is
 either a fixed overhead per round (``with_overhead``: graphed GPU rounds, where it is the
 bookkeeping kernels) or a factor on every part (``with_scale``: on a CPU, the parts cost
-1.3-1.6x more inside the decode loop than timed alone, the same factor for small and large
-trees, experiments/results/auto_shape_smollm2_cpu_calib*.json; a fixed overhead fitted on
-the wide calibration tree then charges small trees far too much and auto picks big ones).
+1.1-1.6x more inside the decode loop than timed alone, about the same factor for small
+and large trees, experiments/results/auto_shape_smollm2_cpu_*.json; a fixed overhead fitted
+on the wide calibration tree then charges small trees too much and favours big ones).
 """
 
 from __future__ import annotations
