@@ -8,8 +8,6 @@ plain masked math, which is tiny. The two parts merge exactly through their LSE.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
@@ -17,10 +15,9 @@ from longspec.attention.base import Prefix
 from longspec.attention.eager import masked_attention_lse
 from longspec.attention.hybrid import merge_lse
 from longspec.attention.sdpa import sdpa_attention
-from longspec.attention.split_kernel import split_attention_lse
+from longspec.attention.split_kernel import INTERPRET, split_attention_lse
 
 SMALL_BUFFER = 1024  # below this many prefix slots the dense sdpa path is as fast
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # kernels on CPU (tests)
 
 
 def _prefix_keep(prefix: Prefix) -> tuple[bool, Tensor | None]:

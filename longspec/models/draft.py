@@ -173,7 +173,6 @@ class FusedDraft:
         return self._stand_ins[batch]
 
     def mlp(self, mlp: torch.nn.Module, h: Tensor) -> Tensor:
-        from longspec.models.fused_kernels import silu_mul
+        from longspec.models.fused_layer import gated_mlp
 
-        gate_up = torch.nn.functional.linear(h, self.gate_up)  # (B, T, 2I)
-        return mlp.down_proj(silu_mul(gate_up))  # (B, T, hidden)
+        return gated_mlp(self.gate_up, mlp.down_proj, h)  # (B, T, hidden)

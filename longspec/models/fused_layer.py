@@ -141,7 +141,13 @@ class FusedLayers:
         return o.transpose(1, 2).flatten(2)  # (B, T, Hq * D)
 
     def _mlp(self, idx: int, layer: nn.Module, h: Tensor) -> Tensor:
-        from longspec.models.fused_kernels import silu_mul
+        return gated_mlp(self.gate_up[idx], layer.mlp.down_proj, h)
 
-        gate_up = torch.nn.functional.linear(h, self.gate_up[idx])  # (B, T, 2I)
-        return layer.mlp.down_proj(silu_mul(gate_up))  # (B, T, hidden)
+
+def gated_mlp(gate_up: Tensor, down_proj: nn.Linear, h: Tensor) -> Tensor:
+    """SiLU MLP of h (B, T, hidden) with a fused [gate | up] weight (2I, hidden): one
+    projection, one SiLU-multiply kernel, the down projection -> (B, T, hidden)."""
+    from longspec.models.fused_kernels import silu_mul
+
+    gate_up_rows = torch.nn.functional.linear(h, gate_up)  # (B, T, 2I)
+    return down_proj(silu_mul(gate_up_rows))  # (B, T, hidden)
