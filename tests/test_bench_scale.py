@@ -47,6 +47,17 @@ def test_sizes() -> None:
     assert total - read == model.get_input_embeddings().weight.nbytes
 
 
+def test_tied_shape_keeps_one_matrix() -> None:
+    """smollm2 ties its head to the embedding; a step then reads that matrix once."""
+    config = shape_config("smollm2")
+    assert config.tie_word_embeddings and not shape_config("llama8b").tie_word_embeddings
+    config.num_hidden_layers = 1  # the tie, not the depth, is under test
+    model = random_model(config, torch.float32, "cpu")
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    total, read = weight_bytes(model)
+    assert total == read
+
+
 @pytest.fixture(scope="module")
 def tiny_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("scale") / "scale.json"

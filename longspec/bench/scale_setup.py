@@ -54,13 +54,16 @@ def long_context(
     window: int = 512,
     graphs: bool = True,
     seed: int = 0,
+    draft_vocab: int | None = None,
 ) -> LongContext:
     """Static target (CUDA graphs on a GPU unless ``graphs`` is off), tree and vanilla
-    strategies, target cache and draft ring filled as if ``context`` tokens were decoded."""
+    strategies, target cache and draft ring filled as if ``context`` tokens were decoded.
+    ``draft_vocab``: the draft scores that many tokens (its ranking's first ids)."""
     target = TargetModel(hf, attention, static=True)
     if not graphs:
         target.graphs = None
-    tree, vanilla = TreeDecoding(draft, tree_shape, window), Vanilla()
+    tree = TreeDecoding(draft, tree_shape, window, draft_vocab=draft_vocab)
+    vanilla = Vanilla()
     cache = target.new_cache(1, context + tree.max_nodes + 2)
     tree.setup(target, 1)
     vanilla.setup(target, 1)

@@ -41,6 +41,20 @@ SHAPES: dict[str, dict[str, Any]] = {
         "rms_norm_eps": 1e-6,
         "max_position_embeddings": 131072,
     },
+    # SmolLM2-135M (tied embeddings): the embedded model, for phase profiles on a GPU.
+    "smollm2": {
+        "model_type": "llama",
+        "hidden_size": 576,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "intermediate_size": 1536,
+        "vocab_size": 49152,
+        "rope_theta": 100000.0,
+        "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": True,
+    },
     # For CPU tests.
     "tiny": {
         "model_type": "llama",
@@ -61,8 +75,8 @@ def shape_config(shape: str) -> PretrainedConfig:
     """The transformers config of a named shape (see :data:`SHAPES`)."""
     if shape not in SHAPES:
         raise ValueError(f"shape: unknown model shape {shape!r}; options: {sorted(SHAPES)}")
-    spec = dict(SHAPES[shape])
-    return AutoConfig.for_model(spec.pop("model_type"), tie_word_embeddings=False, **spec)
+    spec = {"tie_word_embeddings": False, **SHAPES[shape]}
+    return AutoConfig.for_model(spec.pop("model_type"), **spec)
 
 
 def random_model(
@@ -73,6 +87,7 @@ def random_model(
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.to_empty(device=device)
+    model.tie_weights()  # to_empty gives a tied head its own storage: share it again
     generator = torch.Generator(device).manual_seed(seed)
     _fill(model, config.initializer_range, generator)
     _reset_rotary(model, device)
