@@ -182,3 +182,20 @@ def path_from_mask(mask: Tensor, node: Tensor, max_len: int) -> tuple[Tensor, Te
     if ranked.shape[1] < max_len:  # fewer nodes than the path's room (a lone root)
         ranked = torch.nn.functional.pad(ranked, (0, max_len - ranked.shape[1]), value=n)
     return torch.where(ranked < n, ranked, 0), row.sum(1)
+
+
+def best_children(scores: Tensor, cum: Tensor, width: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``width`` (parent, token) pairs of highest cumulative draft log-prob.
+
+    scores (B, n, K): draft logits under n parents whose cumulative log-probs are cum
+    (B, n). Returns the pairs' score columns, parent indices in 0..n-1 and cumulative
+    log-probs, each (B, width). A pair among the best ``width`` of all n*K is among the
+    best ``width`` of its parent, so only n * width candidates are ranked: one small top-k
+    per parent and one over the candidates instead of one over every pair.
+    """
+    per = min(width, scores.shape[-1])
+    lse = torch.logsumexp(scores, -1, keepdim=True)  # (B, n, 1)
+    vals, cols = scores.topk(per, dim=-1)  # (B, n, per)
+    cand = cum[:, :, None] + (vals - lse)  # (B, n, per) cumulative log-probs
+    top = cand.flatten(1).topk(width, dim=-1)  # (B, width) over the n * per candidates
+    return cols.flatten(1).gather(1, top.indices), top.indices // per, top.values

@@ -10,7 +10,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longspec.tree import TreeShape, ancestor_mask, node_depths, path_to, tree_depth
+from longspec.tree import (
+    TreeShape,
+    ancestor_mask,
+    best_children,
+    node_depths,
+    path_to,
+    tree_depth,
+)
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -161,3 +168,26 @@ def test_path_to_pads_with_zeros_and_allows_extra_columns():
     path, lengths = path_to(parents.expand(3, -1), torch.tensor([5, 2, 0]), 6)
     assert path.tolist() == [[0, 1, 3, 5, 0, 0], [0, 2, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]
     assert lengths.tolist() == [4, 2, 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    parents=st.integers(1, 6),
+    vocab=st.integers(2, 40),
+    width=st.integers(1, 16),
+    seed=st.integers(0, 2**16),
+)
+def test_best_children_ranks_like_every_pair(batch, parents, vocab, width, seed):
+    """Two-stage top-k (per parent, then over the candidates) picks what one top-k over
+    all parent x token pairs of cumulative log-probs picks, with the same values."""
+    if parents * vocab < width:
+        return
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(batch, parents, vocab, generator=gen) * 3  # (B, n, K), no ties
+    cum = torch.randn(batch, parents, generator=gen)  # (B, n)
+    cols, parent, values = best_children(scores, cum, width)
+    every = (cum[:, :, None] + torch.log_softmax(scores, -1)).flatten(1)  # (B, n*K)
+    ref = every.topk(width, dim=-1)
+    assert torch.allclose(values, ref.values, atol=1e-5)
+    assert torch.equal(parent * vocab + cols, ref.indices)

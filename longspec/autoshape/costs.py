@@ -23,6 +23,7 @@ from longspec.bench.timing import Timing
 from longspec.cache import DraftCache, KVCache
 from longspec.models.draft import GlideDraft
 from longspec.models.target import TargetModel
+from longspec.tree import best_children
 
 # Nodes verified at once (tree + root), and nodes of one draft level, timed up to the largest.
 VERIFY_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 80, 112, 160, 224, 320, 448, 640)
@@ -124,7 +125,7 @@ def _verify(target: TargetModel, cache: KVCache, n: int):
 def _draft_level(
     target: TargetModel, draft: GlideDraft, dcache: DraftCache, cache: KVCache, n: int
 ):
-    """One draft step over n nodes, with the log-softmax and top-k a beam level takes."""
+    """One draft step over n nodes, with the top-k a beam level takes (``best_children``)."""
     batch, device = cache.lengths.shape[0], target.device
     tokens = torch.zeros(batch, n, dtype=torch.long, device=device)  # (B, n)
     positions = (cache.lengths[:, None] + 1).expand(batch, n)  # (B, n)
@@ -132,9 +133,9 @@ def _draft_level(
 
     def level(ids: torch.Tensor) -> torch.Tensor:
         dcache.clear_pending()
-        logits = draft.step(dcache, cache, ids, positions, sees)  # (B, n, V)
-        logp = torch.log_softmax(logits.float(), -1)  # (B, n, V)
-        return logp.flatten(1).topk(16, dim=-1).values  # (B, 16)
+        scores = draft.scores(draft.hidden(dcache, cache, ids, positions, sees))  # (B, n, K)
+        cum = torch.zeros(batch, n, device=device)  # (B, n)
+        return best_children(scores, cum, 16)[2]  # (B, 16)
 
     key = ("autoshape-draft", n, tuple(tokens.shape), cache.lengths.data_ptr())
     return lambda: target.run_static(key, level, tokens)

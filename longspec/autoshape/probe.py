@@ -145,8 +145,8 @@ class ShapeProbe(TreeDecoding):
         log.count.copy_(count)
         return seconds
 
-    def _children_logp(self, level: int, logp: Tensor) -> None:
-        self.log.stage(level, logp)
+    def _children_scores(self, level: int, scores: Tensor) -> None:
+        self.log.stage(level, torch.log_softmax(self.draft.full_logits(scores), -1))  # (B, n, V)
 
     def accept(self, prop: Proposal, logits: Tensor, state: DecodeState) -> Acceptance:
         acc = super().accept(prop, logits, state)

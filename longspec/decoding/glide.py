@@ -18,7 +18,7 @@ from longspec.metrics import PhaseTimer
 from longspec.models.draft import GlideDraft
 from longspec.models.glide import GlideLayer
 from longspec.models.target import TargetModel
-from longspec.tree import TreeShape
+from longspec.tree import TreeShape, best_children
 from longspec.verify import Acceptance
 
 
@@ -74,13 +74,18 @@ class _GlideBase(LoopStrategy):
         valid = offsets[None, :] < n_keep[:, None]  # (B, P)
         self.draft.absorb(self.dcache, kept, base[:, None] + offsets, valid)
 
-    def _root_logits(self, root: Tensor, state: DecodeState) -> Tensor:
-        """Start a round: the root alone in the pending set; its draft logits (B, V)."""
+    def _root_scores(self, root: Tensor, state: DecodeState) -> Tensor:
+        """Start a round: the root alone in the pending set; its draft scores (B, 1, K)
+        over the draft's tokens (``draft.vocab_ids``)."""
         self.dcache.clear_pending()
         root = root[:, None]  # (B, 1)
         sees_self = torch.ones(root.shape[0], 1, 1, dtype=torch.bool, device=root.device)
         pos = state.cache.lengths[:, None]  # (B, 1) the root sits right after the prefix
-        return self.draft.step(self.dcache, state.cache, root, pos, sees_self)[:, -1]
+        return self.draft.scores(self.draft.hidden(self.dcache, state.cache, root, pos, sees_self))
+
+    def _root_logits(self, root: Tensor, state: DecodeState) -> Tensor:
+        """The root's draft logits over the whole vocabulary (B, V)."""
+        return self.draft.full_logits(self._root_scores(root, state))[:, -1]
 
 
 class TreeDecoding(_GlideBase):
@@ -135,39 +140,38 @@ class TreeDecoding(_GlideBase):
         """Summary fields: what ``tree_shape=auto`` chose (nothing for a fixed shape)."""
         return self.policy.describe()
 
-    def _children_logp(self, level: int, logp: Tensor) -> None:
-        """Hook: the draft's token log-probs (B, n, V) under the n nodes of ``level``."""
+    def _children_scores(self, level: int, scores: Tensor) -> None:
+        """Hook: the draft's scores (B, n, K) under the n nodes of ``level`` (columns:
+        ``draft.vocab_ids``; ``draft.full_logits`` spreads them over the vocabulary)."""
 
     def _propose(self, root: Tensor, state: DecodeState) -> Proposal:
         if not self.shape.levels:  # no draft level (auto's pick when drafting does not pay)
             return chain_proposal(root[:, None], None)
-        logits = self._root_logits(root, state)[:, None]  # (B, 1, V)
-        batch, device = logits.shape[0], logits.device
+        scores = self._root_scores(root, state)  # (B, 1, K)
+        ids = self.draft.vocab_ids  # (K,) token of each score column, or None: the column
+        batch, device = scores.shape[0], scores.device
         n_all = self.max_nodes + 1
         # Ancestor mask, filled level by level: a node sees what its parent sees, and itself.
         mask = torch.eye(n_all, dtype=torch.bool, device=device).expand(batch, -1, -1).clone()
         tokens = [root[:, None]]
         parents = [torch.full((batch, 1), -1, dtype=torch.long, device=device)]
-        scores = torch.zeros(batch, 1, device=device)  # cumulative draft log-prob per node
+        cum = torch.zeros(batch, 1, device=device)  # cumulative draft log-prob per node
         level_start, start = 0, 1  # first node of the parents' level, of the new level
         for level, width in enumerate(self.shape.levels):
-            token_logp = torch.log_softmax(logits.float(), -1)  # (B, n, V)
-            self._children_logp(level, token_logp)
-            logp = scores[:, :, None] + token_logp  # (B, n, V) cumulative
-            top = logp.flatten(1).topk(width, dim=-1)  # over all (parent, token) pairs
-            vocab = logp.shape[-1]
-            tokens.append(top.indices % vocab)  # (B, k)
-            parents.append(level_start + top.indices // vocab)
-            scores = top.values
+            self._children_scores(level, scores)
+            cols, parent, cum = best_children(scores, cum, width)  # (B, k) each
+            tokens.append(cols if ids is None else ids[cols])
+            parents.append(level_start + parent)
             end = start + width
             seen = mask.gather(1, parents[-1][:, :, None].expand(-1, -1, n_all))  # (B, k, N+1)
             mask[:, start:end] |= seen
             if level + 1 < self.shape.depth:
                 pos = state.cache.lengths[:, None] + level + 1  # (B, 1)
-                logits = self.draft.step(
+                hidden = self.draft.hidden(
                     self.dcache, state.cache, tokens[-1], pos.expand(-1, width),
                     mask[:, start:end, :end],
                 )  # fmt: skip
+                scores = self.draft.scores(hidden)  # (B, k, K)
             level_start, start = start, end
         depths = torch.cat([torch.full_like(t, d) for d, t in enumerate(tokens)], 1)
         return Proposal(

@@ -69,6 +69,38 @@ class GlideDraft:
         The nodes join the pending set; pending_mask (B, T, P+T) says which pending nodes
         (root first, these included) each one may see: its ancestors and itself.
         """
+        return self.full_logits(
+            self.scores(self.hidden(cache, target_cache, tokens, positions, pending_mask))
+        )
+
+    @property
+    def vocab_ids(self) -> Tensor | None:
+        """(K,) the token of each column of :meth:`scores` (None: every token, in order)."""
+        return None if self.head is None else self.head.ids
+
+    @torch.inference_mode()
+    def scores(self, hidden: Tensor) -> Tensor:
+        """(B, T, hidden) -> (B, T, K) float32 logits of the draft's tokens only
+        (:attr:`vocab_ids`; K = V without a reduced vocabulary)."""
+        if self.head is not None:
+            return self.head.sub(hidden)
+        return self.target.logits(hidden)  # no final norm: the layer feeds lm_head directly
+
+    @torch.inference_mode()
+    def full_logits(self, scores: Tensor) -> Tensor:
+        """(..., K) scores -> (..., V) logits over the whole vocabulary (-inf off the set)."""
+        return scores if self.head is None else self.head.expand(scores)
+
+    @torch.inference_mode()
+    def hidden(
+        self,
+        cache: DraftCache,
+        target_cache: KVCache,
+        tokens: Tensor,
+        positions: Tensor,
+        pending_mask: Tensor,
+    ) -> Tensor:
+        """The layer's output (B, T, hidden) for nodes tokens (B, T) (as :meth:`step`)."""
         layer = self.layer
         x = self.target.embed(tokens)  # (B, T, hidden)
         cos, sin = self.target.rotary(x, positions)  # (B, T, D)
@@ -83,10 +115,7 @@ class GlideDraft:
         x, h = self._add_norm(layer.post_self_attention_layernorm, x, attn)
         cross = self._cross(h, cos, sin, target_cache)  # (B, T, hidden)
         x, h = self._add_norm(layer.post_cross_attention_layernorm, x, cross)
-        x = x + (layer.mlp(h) if self.fused is None else self.fused.mlp(layer.mlp, h))
-        if self.head is not None:
-            return self.head(x)
-        return self.target.logits(x)  # no final norm: the layer feeds lm_head directly
+        return x + (layer.mlp(h) if self.fused is None else self.fused.mlp(layer.mlp, h))
 
     def _add_norm(self, norm, x: Tensor, delta: Tensor | None) -> tuple[Tensor, Tensor]:
         """(x + delta, norm(x + delta)); delta None: (x, norm(x))."""

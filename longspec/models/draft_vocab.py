@@ -64,8 +64,16 @@ class DraftHead:
 
     def __call__(self, hidden: Tensor) -> Tensor:
         """(B, T, hidden) -> (B, T, V) float32."""
+        return self.expand(self.sub(hidden))
+
+    def sub(self, hidden: Tensor) -> Tensor:
+        """(B, T, hidden) -> (B, T, K) float32 logits of the kept tokens (order of ``ids``)."""
         flat = hidden.reshape(-1, hidden.shape[-1])  # (B*T, hidden)
         sub = (self.weight @ flat.T).T.float()  # (B*T, K): the transposed product (CPU GEMM)
-        full = sub.new_full((flat.shape[0], self.vocab_size), float("-inf"))
-        full[:, self.ids] = sub
-        return full.view(*hidden.shape[:-1], self.vocab_size)
+        return sub.view(*hidden.shape[:-1], -1)
+
+    def expand(self, sub: Tensor) -> Tensor:
+        """(..., K) kept-token logits -> (..., V): -inf for every other token."""
+        full = sub.new_full((*sub.shape[:-1], self.vocab_size), float("-inf"))
+        full[..., self.ids] = sub
+        return full
