@@ -1,9 +1,11 @@
 """Where a decode round's time goes: graphed timings and eager kernel lists (GPU).
 
-python experiments/gpu/profile_round.py OUT.json [shape] [context] [draft_vocab]
+python experiments/gpu/profile_round.py OUT.json [shape] [context] [draft_vocab] [programs]
 Random weights of ``shape`` (longspec.models.random_weights; default smollm2) with the cache
 filled to ``context`` (default 4096) and tree [4,16,16,16,16]. Prints and writes:
-the graphed vanilla step and tree round as the decode loop runs them, the graphed phases
+the graphed vanilla step and tree round as the decode loop runs them, the same for each
+split-KV program target in ``programs`` (comma-separated; ``split_kernel.TARGET_PROGRAMS``:
+fewer programs = fewer, longer key splits and a smaller merge), the graphed phases
 of a tree round (draft levels, verification, accept + commit), and for each phase run
 eagerly the number of kernels, their summed GPU time and the heaviest kernels, so that
 launch-bound phases (many short kernels) stand apart from bandwidth-bound ones.
@@ -16,6 +18,7 @@ import sys
 
 import torch
 
+from longspec.attention import split_kernel
 from longspec.attention.triton_hybrid import TritonHybridAttention
 from longspec.bench.scale_measure import time_phases, time_rounds
 from longspec.bench.scale_setup import LongContext, long_context
@@ -86,13 +89,35 @@ def build(shape: str, context: int, draft_vocab: int | None, graphs: bool) -> Lo
     )
 
 
-def main(path: str, shape: str = "smollm2", context: int = 4096, vocab: int | None = 8192):
+def sweep_programs(lc: LongContext, timing: Timing, programs: list[int]) -> list[dict]:
+    """Graphed vanilla step and tree round at each split-KV program target."""
+    default, rows = split_kernel.TARGET_PROGRAMS, []
+    try:
+        for n in programs:
+            split_kernel.TARGET_PROGRAMS = n
+            rows.append({"target_programs": n, **time_rounds(lc, timing)})
+            lc.release_graphs()
+            step, tree = rows[-1]["vanilla_step_s"] * 1e6, rows[-1]["tree_round_s"] * 1e6
+            print(f"programs {n}: vanilla step {step:.1f} us, tree round {tree:.1f} us")
+    finally:
+        split_kernel.TARGET_PROGRAMS = default
+    return rows
+
+
+def main(
+    path: str,
+    shape: str = "smollm2",
+    context: int = 4096,
+    vocab: int | None = 8192,
+    programs: tuple[int, ...] = (),
+) -> None:
     timing = Timing(torch.device("cuda"), reps=20, warmup=5)
     result: dict = {"card": torch.cuda.get_device_name(), "shape": shape, "context": context}
     result["draft_vocab"], result["tree"] = vocab, TREE
     lc = build(shape, context, vocab, graphs=True)
     result["graphed"] = time_rounds(lc, timing)
     lc.release_graphs()
+    result["programs"] = sweep_programs(lc, timing, list(programs))
     result["graphed"] |= time_phases(lc, timing)
     lc.release_graphs()
     for key, value in result["graphed"].items():
@@ -114,4 +139,5 @@ if __name__ == "__main__":
         args[1] if len(args) > 1 else "smollm2",
         int(args[2]) if len(args) > 2 else 4096,
         (None if args[3] == "none" else int(args[3])) if len(args) > 3 else 8192,
+        tuple(int(n) for n in args[4].split(",")) if len(args) > 4 else (),
     )

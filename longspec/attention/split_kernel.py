@@ -129,7 +129,7 @@ def _key_block(
 def _split_attention(
     q_ptr, k_ptr, v_ptr, len_ptr, keep_ptr, tree_ptr, o_ptr, lse_ptr, out_ptr, lse_out_ptr,
     cnt_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, skeep_b, stree_b, stree_t,
-    so_s, so_b, so_h, so_t, sl_s, sl_b, sl_h,
+    so_s, so_b, so_h, so_t, sl_s, sl_b, sl_h, sl_t,
     n_kv_heads, group, n_tokens, split_len, n_splits, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, HAS_KEEP: tl.constexpr, IN_FLIGHT: tl.constexpr, TREE: tl.constexpr,
@@ -196,7 +196,7 @@ def _split_attention(
     lse = tl.where(seen, (m_i + tl.log2(tl.where(seen, l_i, 1.0))) * LN2, float("-inf"))
     out = acc / tl.where(seen, l_i, 1.0)[:, None]  # (BM, BD)
     o_off = b * so_b + qh * so_h + t * so_t  # (BM,) row offsets into out (and a split's o)
-    l_off = b * sl_b + qh * sl_h + t  # (BM,)
+    l_off = b * sl_b + qh * sl_h + t * sl_t  # (BM,)
     tile = bh * tl.num_programs(2) + mblock
     _finish(
         out, lse, o_ptr, lse_ptr, out_ptr, lse_out_ptr, cnt_ptr, o_off, l_off, row_ok, dims,
@@ -388,7 +388,7 @@ def split_attention_lse(
         v.stride(0), v.stride(1), v.stride(2), keep_arg.stride(0) if keep is not None else 0,
         tree_arg.stride(0) if tree_mask is not None else 0,
         tree_arg.stride(1) if tree_mask is not None else 0,
-        o_part.stride(0), *out.stride()[:3], lse_part.stride(0), *lse.stride()[:2],
+        o_part.stride(0), *out.stride()[:3], lse_part.stride(0), *lse.stride(),
         n_kv, group, n_tokens, split_len, n_splits, head_dim**-0.5 * LOG2E,
         HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=block_m,
         BLOCK_N=block_n, HAS_KEEP=keep is not None, IN_FLIGHT=in_flight,
@@ -406,13 +406,23 @@ def split_attention_lse(
 
 def _outputs(q: Tensor, out_dtype: torch.dtype, n_splits: int) -> tuple[Tensor, ...]:
     """out (B, Hq, T, D) out_dtype, lse (B, Hq, T), and float32 partials o (S, B, Hq, T, D),
-    lse (S, B, Hq, T) for n_splits > 0, else views of out and lse with S = 1."""
-    out = q.new_empty(q.shape, dtype=out_dtype)
-    lse = q.new_empty(q.shape[:3], dtype=torch.float32)
+    lse (S, B, Hq, T) for n_splits > 0, else views of out and lse with S = 1.
+
+    All are stored token-major, (B, T, Hq[, D]) per split, and returned as transposed
+    views: the (B, T, Hq * D) rows the output projection takes are then a view of out,
+    not a copy, and the merge kernel's flat row index still addresses o and lse alike.
+    """
+    batch, heads, tokens, dim = q.shape
+
+    def token_major(*lead: int, dims: tuple[int, ...] = ()) -> Tensor:
+        shape = (*lead, batch, tokens, heads, *dims)
+        dtype = out_dtype if dims and not lead else torch.float32
+        return q.new_empty(shape, dtype=dtype).transpose(len(lead) + 1, len(lead) + 2)
+
+    out, lse = token_major(dims=(dim,)), token_major()  # (B, Hq, T, D), (B, Hq, T) views
     if n_splits == 0:
         return out, lse, out[None], lse[None]
-    o_part = q.new_empty((n_splits, *q.shape), dtype=torch.float32)
-    return out, lse, o_part, q.new_empty((n_splits, *q.shape[:3]), dtype=torch.float32)
+    return out, lse, token_major(n_splits, dims=(dim,)), token_major(n_splits)
 
 
 def _block_d(head_dim: int) -> int:
@@ -450,7 +460,9 @@ def merge_splits(
 
 
 def _merge_into(o_part: Tensor, lse_part: Tensor, out: Tensor, lse: Tensor) -> None:
-    """``merge_splits`` into given contiguous out (B, H, T, D) and lse (B, H, T)."""
+    """``merge_splits`` into given out (B, H, T, D) and lse (B, H, T). The kernel walks
+    flat rows: out, lse and each split's partials must share one memory order of
+    (B, H, T), whether contiguous or token-major (``_outputs``)."""
     n_splits, head_dim = o_part.shape[0], o_part.shape[-1]
     _merge_splits[(lse.numel(),)](
         o_part, lse_part, out, lse, n_splits, o_part.stride(0), lse_part.stride(0),
