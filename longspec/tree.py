@@ -194,8 +194,21 @@ def best_children(scores: Tensor, cum: Tensor, width: int) -> tuple[Tensor, Tens
     per parent and one over the candidates instead of one over every pair.
     """
     per = min(width, scores.shape[-1])
+    if _on_kernel(scores):
+        from longspec.decoding.beam_kernel import best_children_kernel
+
+        return best_children_kernel(scores, cum, width, per)
     lse = torch.logsumexp(scores, -1, keepdim=True)  # (B, n, 1)
     vals, cols = scores.topk(per, dim=-1)  # (B, n, per)
     cand = cum[:, :, None] + (vals - lse)  # (B, n, per) cumulative log-probs
     top = cand.flatten(1).topk(width, dim=-1)  # (B, width) over the n * per candidates
     return cols.flatten(1).gather(1, top.indices), top.indices // per, top.values
+
+
+def _on_kernel(scores: Tensor) -> bool:
+    """CUDA float32 scores of a draft vocabulary that fits the beam kernel's programs."""
+    if not scores.is_cuda or scores.dtype != torch.float32:
+        return False
+    from longspec.decoding.beam_kernel import MAX_COLUMNS
+
+    return scores.shape[-1] <= MAX_COLUMNS

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("checks", ["split_kernel_checks.py", "fused_kernel_checks.py"])
+@pytest.mark.parametrize(
+    "checks", ["split_kernel_checks.py", "fused_kernel_checks.py", "beam_kernel_checks.py"]
+)
 def test_kernels_under_the_interpreter(checks):
     env = os.environ | {"TRITON_INTERPRET": "1"}
     path = HERE / checks

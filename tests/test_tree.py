@@ -191,3 +191,15 @@ def test_best_children_ranks_like_every_pair(batch, parents, vocab, width, seed)
     ref = every.topk(width, dim=-1)
     assert torch.allclose(values, ref.values, atol=1e-5)
     assert torch.equal(parent * vocab + cols, ref.indices)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(("parents", "vocab", "width"), [(1, 8192, 4), (4, 8192, 16), (16, 8192, 16)])
+def test_best_children_kernel_on_cuda_matches_the_cpu_ranking(parents, vocab, width):
+    gen = torch.Generator().manual_seed(parents)
+    scores = torch.randn(2, parents, vocab, generator=gen) * 4  # (B, n, K)
+    cum = torch.randn(2, parents, generator=gen)  # (B, n)
+    cols, parent, values = best_children(scores.cuda(), cum.cuda(), width)  # the kernel
+    ref_cols, ref_parent, ref_values = best_children(scores, cum, width)
+    assert torch.allclose(values.cpu(), ref_values, atol=1e-4)
+    assert torch.equal(cols.cpu(), ref_cols) and torch.equal(parent.cpu(), ref_parent)
