@@ -13,6 +13,7 @@ import json
 import sys
 
 import torch
+from tune_kernel import graphed  # this folder (run as a script)
 
 from longspec.bench.timing import Timing
 
@@ -25,16 +26,6 @@ def chunked_topk(scores: torch.Tensor, k: int, chunk: int) -> tuple[torch.Tensor
     cand_idx = (parts.indices + base).flatten(-2)  # (..., C*k)
     top = parts.values.flatten(-2).topk(k, dim=-1)
     return top.values, cand_idx.gather(-1, top.indices)
-
-
-def graphed(fn, reps: int = 20):
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            fn()
-    return graph.replay
 
 
 def main(path: str) -> None:

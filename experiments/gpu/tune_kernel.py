@@ -90,23 +90,16 @@ def profile_rounds() -> dict[str, list[dict]]:
 
 
 def _profile(fn, name: str) -> list[dict]:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    acts = [torch.profiler.ProfilerActivity.CUDA]
-    with torch.profiler.profile(activities=acts) as prof:
-        fn()
-        torch.cuda.synchronize()
-    events = prof.key_averages()
-    top = sorted(events, key=lambda e: e.device_time_total, reverse=True)[:40]
-    total = sum(e.device_time_total for e in events if e.device_time_total)
-    count = sum(e.count for e in events if e.device_time_total)
-    print(f"eager {name}, 8b at 32k: GPU kernel time {total / 1e3:.2f} ms in {count} kernels")
-    out = [{"name": "total", "count": count, "us": total}]
-    for e in top:
-        out.append({"name": e.key[:90], "count": e.count, "us": e.device_time_total})
-        print(f"{e.device_time_total / 1e3:8.3f} ms  x{e.count:4d}  {e.key[:90]}")
-    return out
+    from profile_round import kernel_profile  # this folder (run as a script)
+
+    prof = kernel_profile(fn, top=40)
+    print(
+        f"eager {name}, 8b at 32k: GPU kernel time {prof['kernel_us'] / 1e3:.2f} ms in "
+        f"{prof['kernels']} kernels"
+    )
+    for row in prof["top"]:
+        print(f"{row['us'] / 1e3:8.3f} ms  x{row['count']:4d}  {row['name'][:90]}")
+    return [{"name": "total", "count": prof["kernels"], "us": prof["kernel_us"]}, *prof["top"]]
 
 
 def main(path: str) -> None:
