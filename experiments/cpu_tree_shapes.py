@@ -1,6 +1,8 @@
 """Measure tree shapes against vanilla for SmolLM2 + the shipped draft on this machine.
 
-python experiments/cpu_tree_shapes.py OUT.json  (greedy, 2k-token pycode eval prompts)
+python experiments/cpu_tree_shapes.py OUT.json [SHAPES]  (greedy, 2k-token pycode eval prompts)
+
+SHAPES: tree shapes separated by ';', e.g. "1,1;1,1,1;2,1,1" (default: the four below).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from longspec.config import register  # noqa: E402
 SHAPES = [[1, 1, 1], [2, 2, 2], [3, 3, 3], [4, 4, 4]]
 
 
-def main(out: str) -> None:
+def main(out: str, shapes: list[list[int]]) -> None:
     register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
@@ -34,7 +36,7 @@ def main(out: str) -> None:
             ],
         )
     methods = [("vanilla", decode_config("vanilla", cfg)), ("seq", decode_config("seq", cfg))]
-    for shape in SHAPES:
+    for shape in shapes:
         node = decode_config("tree", cfg)
         node.tree_shape = shape
         methods.append((f"tree {shape}", node))
@@ -54,4 +56,5 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    given = sys.argv[2].split(";") if len(sys.argv) > 2 else None
+    main(sys.argv[1], [[int(n) for n in s.split(",")] for s in given] if given else SHAPES)
