@@ -62,16 +62,13 @@ class OracleDraft:
 
     vocab_ids = None  # every token: scores are full-vocabulary logits
 
-    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden  # hidden() already returns the logits
-
     def full_logits(self, scores: torch.Tensor) -> torch.Tensor:
         return scores
 
     def step(self, cache, target_cache, tokens, positions, pending_mask):
-        return self.hidden(cache, target_cache, tokens, positions, pending_mask)
+        return self.step_scores(cache, target_cache, tokens, positions, pending_mask)
 
-    def hidden(self, cache, target_cache, tokens, positions, pending_mask):
+    def step_scores(self, cache, target_cache, tokens, positions, pending_mask):
         batch, n = tokens.shape
         old = pending_mask.shape[2] - n  # nodes of this round proposed before
         if old == 0:

@@ -414,15 +414,16 @@ def _outputs(q: Tensor, out_dtype: torch.dtype, n_splits: int) -> tuple[Tensor, 
     """
     batch, heads, tokens, dim = q.shape
 
-    def token_major(*lead: int, dims: tuple[int, ...] = ()) -> Tensor:
-        shape = (*lead, batch, tokens, heads, *dims)
-        dtype = out_dtype if dims and not lead else torch.float32
+    def token_major(lead: tuple[int, ...], tail: tuple[int, ...], dtype) -> Tensor:
+        shape = (*lead, batch, tokens, heads, *tail)  # stored (..., B, T, Hq, ...)
         return q.new_empty(shape, dtype=dtype).transpose(len(lead) + 1, len(lead) + 2)
 
-    out, lse = token_major(dims=(dim,)), token_major()  # (B, Hq, T, D), (B, Hq, T) views
+    out = token_major((), (dim,), out_dtype)  # (B, Hq, T, D) view
+    lse = token_major((), (), torch.float32)  # (B, Hq, T) view
     if n_splits == 0:
         return out, lse, out[None], lse[None]
-    return out, lse, token_major(n_splits, dims=(dim,)), token_major(n_splits)
+    o_part = token_major((n_splits,), (dim,), torch.float32)  # (S, B, Hq, T, D) view
+    return out, lse, o_part, token_major((n_splits,), (), torch.float32)
 
 
 def _block_d(head_dim: int) -> int:

@@ -133,7 +133,7 @@ def _draft_level(
 
     def level(ids: torch.Tensor) -> torch.Tensor:
         dcache.clear_pending()
-        scores = draft.scores(draft.hidden(dcache, cache, ids, positions, sees))  # (B, n, K)
+        scores = draft.step_scores(dcache, cache, ids, positions, sees)  # (B, n, K)
         cum = torch.zeros(batch, n, device=device)  # (B, n)
         return best_children(scores, cum, 16)[2]  # (B, 16)
 

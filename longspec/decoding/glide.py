@@ -81,7 +81,7 @@ class _GlideBase(LoopStrategy):
         root = root[:, None]  # (B, 1)
         sees_self = torch.ones(root.shape[0], 1, 1, dtype=torch.bool, device=root.device)
         pos = state.cache.lengths[:, None]  # (B, 1) the root sits right after the prefix
-        return self.draft.scores(self.draft.hidden(self.dcache, state.cache, root, pos, sees_self))
+        return self.draft.step_scores(self.dcache, state.cache, root, pos, sees_self)
 
     def _root_logits(self, root: Tensor, state: DecodeState) -> Tensor:
         """The root's draft logits over the whole vocabulary (B, V)."""
@@ -167,11 +167,10 @@ class TreeDecoding(_GlideBase):
             mask[:, start:end] |= seen
             if level + 1 < self.shape.depth:
                 pos = state.cache.lengths[:, None] + level + 1  # (B, 1)
-                hidden = self.draft.hidden(
+                scores = self.draft.step_scores(  # (B, k, K)
                     self.dcache, state.cache, tokens[-1], pos.expand(-1, width),
                     mask[:, start:end, :end],
                 )  # fmt: skip
-                scores = self.draft.scores(hidden)  # (B, k, K)
             level_start, start = start, end
         depths = torch.cat([torch.full_like(t, d) for d, t in enumerate(tokens)], 1)
         return Proposal(

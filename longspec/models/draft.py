@@ -64,27 +64,16 @@ class GlideDraft:
         positions: Tensor,
         pending_mask: Tensor,
     ) -> Tensor:
-        """Logits (B, T, V) for proposal nodes tokens (B, T) at positions (B, T).
-
-        The nodes join the pending set; pending_mask (B, T, P+T) says which pending nodes
-        (root first, these included) each one may see: its ancestors and itself.
-        """
+        """Logits (B, T, V) over the whole vocabulary: :meth:`step_scores` spread by
+        :meth:`full_logits`."""
         return self.full_logits(
-            self.scores(self.hidden(cache, target_cache, tokens, positions, pending_mask))
+            self.step_scores(cache, target_cache, tokens, positions, pending_mask)
         )
 
     @property
     def vocab_ids(self) -> Tensor | None:
-        """(K,) the token of each column of :meth:`scores` (None: every token, in order)."""
+        """(K,) the token of each column of :meth:`step_scores` (None: every token, in order)."""
         return None if self.head is None else self.head.ids
-
-    @torch.inference_mode()
-    def scores(self, hidden: Tensor) -> Tensor:
-        """(B, T, hidden) -> (B, T, K) float32 logits of the draft's tokens only
-        (:attr:`vocab_ids`; K = V without a reduced vocabulary)."""
-        if self.head is not None:
-            return self.head.sub(hidden)
-        return self.target.logits(hidden)  # no final norm: the layer feeds lm_head directly
 
     @torch.inference_mode()
     def full_logits(self, scores: Tensor) -> Tensor:
@@ -92,7 +81,7 @@ class GlideDraft:
         return scores if self.head is None else self.head.expand(scores)
 
     @torch.inference_mode()
-    def hidden(
+    def step_scores(
         self,
         cache: DraftCache,
         target_cache: KVCache,
@@ -100,7 +89,12 @@ class GlideDraft:
         positions: Tensor,
         pending_mask: Tensor,
     ) -> Tensor:
-        """The layer's output (B, T, hidden) for nodes tokens (B, T) (as :meth:`step`)."""
+        """Float32 logits (B, T, K) of the draft's own tokens (:attr:`vocab_ids`; K = V
+        without a reduced vocabulary) for proposal nodes tokens (B, T) at positions (B, T).
+
+        The nodes join the pending set; pending_mask (B, T, P+T) says which pending nodes
+        (root first, these included) each one may see: its ancestors and itself.
+        """
         layer = self.layer
         x = self.target.embed(tokens)  # (B, T, hidden)
         cos, sin = self.target.rotary(x, positions)  # (B, T, D)
@@ -115,7 +109,10 @@ class GlideDraft:
         x, h = self._add_norm(layer.post_self_attention_layernorm, x, attn)
         cross = self._cross(h, cos, sin, target_cache)  # (B, T, hidden)
         x, h = self._add_norm(layer.post_cross_attention_layernorm, x, cross)
-        return x + (layer.mlp(h) if self.fused is None else self.fused.mlp(layer.mlp, h))
+        x = x + (layer.mlp(h) if self.fused is None else self.fused.mlp(layer.mlp, h))
+        if self.head is not None:
+            return self.head.sub(x)
+        return self.target.logits(x)  # no final norm: the layer feeds lm_head directly
 
     def _add_norm(self, norm, x: Tensor, delta: Tensor | None) -> tuple[Tensor, Tensor]:
         """(x + delta, norm(x + delta)); delta None: (x, norm(x))."""
