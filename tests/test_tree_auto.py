@@ -24,7 +24,9 @@ from longspec.autoshape.acceptance import Rounds, accepted_per_round, mean_accep
 from longspec.autoshape.costs import CostModel, rising
 from longspec.autoshape.policy import MIN_TUNED_TOKENS, AutoShape, shape_policy
 from longspec.autoshape.probe import ShapeProbe, calibrate
-from longspec.autoshape.search import ShapeSpace, rank
+from longspec.autoshape.race import Lap, finalists, race, size_class
+from longspec.autoshape.search import Choice, ShapeSpace, rank
+from longspec.autoshape.tune import report
 from longspec.bench.timing import Timing
 from longspec.config import register
 from longspec.decoding.glide import TreeDecoding
@@ -350,6 +352,65 @@ def test_rank_falls_back_to_no_draft_when_drafting_does_not_pay():
     assert best[0].shape == (1,)
 
 
+# ---------------------------------------------------------------------------------------------
+# The race among the finalists
+
+
+def test_size_classes_double():
+    sizes = {(): 0, (1,): 1, (2,): 2, (1, 2): 2, (4,): 3, (2, 2, 3): 3, (4, 4): 4, (8, 8): 5}
+    assert {s: size_class(s) for s in sizes} == sizes
+
+
+def test_finalists_are_the_best_predicted_of_each_size_class():
+    ranked = [Choice(s, 2.0, 1.0) for s in [(2, 2), (4,), (1,), (3, 3), (2,), (1, 1, 1), ()]]
+    # classes: (2,2) 3, (4,) 3, (1,) 1, (3,3) 3, (2,) 2, (1,1,1) 2, () 0
+    assert [c.shape for c in finalists(ranked, 3)] == [(2, 2), (1,), (2,)]
+    assert [c.shape for c in finalists(ranked, 9)] == [(2, 2), (1,), (2,), ()]
+    assert [c.shape for c in finalists(ranked, 1)] == [(2, 2)]
+
+
+def test_the_race_winner_is_the_fastest_measured_not_the_best_predicted():
+    predicted = [Choice((4, 4), 3.0, 0.01), Choice((1,), 1.5, 0.01), Choice((2, 2), 2.0, 0.01)]
+    measured = [(30, 1.0, 10), (30, 0.5, 20), (30, 0.6, 15)]  # tokens, seconds, forwards
+    laps = [Lap(c, *m) for c, m in zip(predicted, measured, strict=True)]
+    costs = CostModel((1, 2), (0.01, 0.02), (1,), (0.001,))
+    out = report(predicted, laps, hand_rounds(), costs, [[1, 2, 3]])
+    assert out["shape"] == [1]  # 60 tokens/s measured against 30 and 50
+    assert out["predicted_tokens_per_s"] == 150.0  # what the model expected of the winner
+    assert [lap["tokens_per_s"] for lap in out["race"]] == [30.0, 60.0, 50.0]
+    assert [lap["tau"] for lap in out["race"]] == [3.0, 1.5, 2.0]
+    assert report(predicted, [], hand_rounds(), costs, [[1]])["shape"] == [4, 4]  # race=1
+
+
+def test_each_finalist_decodes_with_the_strategys_draft_and_is_timed(target, monkeypatch):
+    import longspec.autoshape.race as race_module
+
+    texts = [prompt(60, 11), prompt(45, 12)]
+    want = [r.output_ids for r in Vanilla().generate(target, texts, Generation(10, ()), 0)]
+    ranked = random_glide(target.hf.config, 1, target.dtype, target.device)
+    ranked.token_ranking = torch.arange(258, 2, -1)
+    strategy = TreeDecoding(ranked, "auto", window=32, auto=SMALL, draft_vocab=50)
+    outputs, make = [], race_module._runner
+
+    def spy(strategy: TreeDecoding, shape):
+        runner = make(strategy, shape)
+        assert runner.layer is ranked and runner.window == 32 and runner.shape.levels == shape
+        assert torch.equal(runner.vocab_ids, strategy.vocab_ids)
+        plain = runner.generate
+        runner.generate = lambda *a, **k: outputs.append(plain(*a, **k)) or outputs[-1]
+        return runner
+
+    monkeypatch.setattr(race_module, "_runner", spy)
+    choices = [Choice((2, 1), 2.0, 0.01), Choice((), 1.0, 0.01)]
+    laps = race(strategy, target, texts, Generation(64, (2,)), 0, choices, 10)
+    assert [lap.choice for lap in laps] == choices
+    assert all(lap.tokens == 20 and lap.seconds > 0 for lap in laps)  # EOS is ignored
+    assert laps[1].forwards == 20  # no draft: one token per forward, prefill included
+    assert all(2 <= lap.forwards <= 20 for lap in laps)
+    got = [[r.output_ids[:10] for r in rows] for rows in outputs]
+    assert got == [want, want]  # greedy: every finalist's decode is vanilla's
+
+
 def test_empty_shape_decodes_like_vanilla(target, layer):
     texts, gen = [prompt(70, 9), prompt(50, 10)], Generation(12, ())
     want = [r.output_ids for r in Vanilla().generate(target, texts, gen, 0)]
@@ -362,7 +423,14 @@ def test_empty_shape_decodes_like_vanilla(target, layer):
 # Auto decoding end to end
 
 
-SMALL = {"widths": [1, 2, 3], "max_depth": 3, "max_nodes": 6, "calib_tokens": 24}
+SMALL = {
+    "widths": [1, 2, 3],
+    "max_depth": 3,
+    "max_nodes": 6,
+    "calib_tokens": 24,
+    "race": 3,
+    "race_tokens": 12,
+}
 
 
 def test_auto_decodes_like_vanilla_and_reports_its_choice(target, layer, monkeypatch):
@@ -385,6 +453,11 @@ def test_auto_decodes_like_vanilla_and_reports_its_choice(target, layer, monkeyp
     assert chosen["predicted_tokens_per_round"] >= 1.0
     assert chosen["costs"]["verify_ms"] and chosen["costs"]["draft_level_ms"]
     assert [p["depth"] for p in chosen["acceptance_profile"]] == [1, 2, 3]
+    laps = chosen["race"]  # the best predicted shape of each size class, best first
+    assert 2 <= len(laps) <= 3
+    assert len({size_class(tuple(lap["shape"])) for lap in laps}) == len(laps)
+    assert laps[0]["shape"] == chosen["predicted_best"][0]["shape"]
+    assert chosen["shape"] == max(laps, key=lambda lap: lap["tokens_per_s"])["shape"]
     auto.generate(target, texts, gen, 0)  # same bucket: no second tuning
     assert len(auto.describe()["tree_auto"]) == 1
     record = {"batch": 0, "decode_s": 1.0, "prefill_s": 0.1, "new_tokens": 40}
@@ -455,6 +528,8 @@ def test_auto_on_cuda_graphs_matches_vanilla(tiny_llama):
         ("auto", {"widths": [512], "max_nodes": 4096}, "calibration tree"),
         ("auto", {"depth": 3}, "decode.auto.depth is not a setting"),
         ("auto", {"scale_costs": "yes"}, "decode.auto.scale_costs must be true or false"),
+        ("auto", {"race": 0}, "decode.auto.race must be a positive integer"),
+        ("auto", {"race_tokens": "many"}, "decode.auto.race_tokens must be a positive integer"),
     ],
 )
 def test_bad_settings_raise_one_line(tree_shape, auto, words):

@@ -24,7 +24,15 @@ log = logging.getLogger(__name__)
 
 MIN_TUNED_TOKENS = 16  # a decode shorter than this (a warm-up) does not pay for tuning
 DEFAULT_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16)
-AUTO_SETTINGS = {"widths", "max_depth", "max_nodes", "calib_tokens", "scale_costs"}
+AUTO_SETTINGS = {
+    "widths",
+    "max_depth",
+    "max_nodes",
+    "calib_tokens",
+    "scale_costs",
+    "race",
+    "race_tokens",
+}
 
 
 class FixedShape:
@@ -48,8 +56,10 @@ class FixedShape:
 
 
 class AutoShape:
-    """Measure, on the first prompt, the round costs and the draft's acceptance; use the
-    shape of ``space`` with the most expected tokens/s."""
+    """Measure, on the first prompt, the round costs and the draft's acceptance; rank the
+    shapes of ``space`` by expected tokens/s; decode ``race_tokens`` tokens with each of
+    the ``race`` finalists (best predicted of each size class) and use the fastest
+    (``race=1``: the best predicted, no race)."""
 
     initial = TreeShape((1,))
 
@@ -60,6 +70,8 @@ class AutoShape:
         max_nodes: int = 128,
         calib_tokens: int = 64,
         scale_costs: bool = False,
+        race: int = 4,
+        race_tokens: int = 64,
     ):
         self.space = ShapeSpace(widths, max_depth, max_nodes)
         if not isinstance(scale_costs, bool):
@@ -68,6 +80,8 @@ class AutoShape:
         self.calib_tokens = positive_int("calib_tokens", calib_tokens)
         if self.calib_tokens < 2:
             raise ValueError(f"decode.auto.calib_tokens must be at least 2, got {calib_tokens}")
+        self.race = positive_int("race", race)
+        self.race_tokens = positive_int("race_tokens", race_tokens)
         self.tuned: dict[tuple, dict] = {}
 
     def shape_for(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from longspec.autoshape.acceptance import Rounds, mean_accepted, rank_profile
 from longspec.autoshape.costs import CostModel
 from longspec.autoshape.probe import ShapeProbe, calibrate
+from longspec.autoshape.race import Lap, finalists, race
 from longspec.autoshape.search import Choice, rank
 from longspec.decoding.loop import reserve_cache
 from longspec.decoding.sampling import Generation
@@ -30,8 +31,9 @@ def tune(
     pad_id: int,
     policy: AutoShape,
 ) -> dict:
-    """Calibrate on ``prompts`` with the strategy's draft; the best shape of policy.space with
-    what it expects, the runners-up, the measured costs and acceptance profile."""
+    """Calibrate on ``prompts`` with the strategy's draft, rank policy.space by expected
+    tokens/s, race the finalists on the calibration prompts; the winner with what it
+    expected and measured, the race, the runners-up, the costs and acceptance profile."""
     started = time.perf_counter()
     space = policy.space
     probe = ShapeProbe(
@@ -44,19 +46,25 @@ def tune(
     rounds, costs = calibrate(probe, target, calib_prompts, gen, pad_id, policy.scale_costs)
     if target.graphs is not None:
         target.graphs.clear()  # the probe's graphs and those of the timings
-    ranked = rank(mean_accepted(rounds, space.extensions), costs, top=6)
-    result = report(ranked, rounds, costs, prompts) | {
+    accepted = mean_accepted(rounds, space.extensions)
+    ranked = rank(accepted, costs, top=len(accepted))
+    laps = []
+    if policy.race > 1:
+        finals = finalists(ranked, policy.race)
+        laps = race(strategy, target, calib_prompts, gen, pad_id, finals, policy.race_tokens)
+    result = report(ranked, laps, rounds, costs, prompts) | {
         "tune_s": round(time.perf_counter() - started, 2)
     }
     log.info(
         "tree_shape=auto: %s for %d-token prompts on %s (expects %.2f tokens/round, "
-        "%.1f tokens/s; %d calibration rounds, tuned in %.1f s)",
-        ranked[0].shape,
+        "%.1f tokens/s; %d calibration rounds, %d finalists raced; tuned in %.1f s)",
+        result["shape"],
         result["prompt_tokens"],
         target.device,
-        ranked[0].tokens_per_round,
-        ranked[0].tokens_per_s,
+        result["predicted_tokens_per_round"],
+        result["predicted_tokens_per_s"],
         rounds.count,
+        len(laps),
         result["tune_s"],
     )
     return result
@@ -70,10 +78,15 @@ def held_out(prompts: list[list[int]], tokens: int) -> list[list[int]]:
 
 
 def report(
-    ranked: list[Choice], rounds: Rounds, costs: CostModel, prompts: list[list[int]]
+    ranked: list[Choice],
+    laps: list[Lap],
+    rounds: Rounds,
+    costs: CostModel,
+    prompts: list[list[int]],
 ) -> dict:
-    """The summary entry: the best shape with its predictions, then how it was found."""
-    best = ranked[0]
+    """The summary entry: the chosen shape (the race's winner, else the best predicted)
+    with its predictions, then how it was found."""
+    best = max(laps, key=lambda lap: lap.tokens_per_s).choice if laps else ranked[0]
     return {
         "shape": list(best.shape),
         "predicted_tokens_per_round": round(best.tokens_per_round, 3),
@@ -82,7 +95,8 @@ def report(
         "prompt_tokens": max(len(p) for p in prompts),
         "batch": len(prompts),
         "calibration_rounds": rounds.count,
-        "runners_up": [c.as_dict() for c in ranked[1:]],
+        "race": [lap.as_dict() for lap in laps],
+        "predicted_best": [c.as_dict() for c in ranked[:6]],  # the model's own ranking
         "acceptance_profile": rank_profile(rounds),
         "costs": costs.as_dict(),
     }
