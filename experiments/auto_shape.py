@@ -98,6 +98,12 @@ def main(out: str, overrides: list[str]) -> None:
             f"{choice['predicted_tokens_per_round']} tokens/round and "
             f"{choice['predicted_tokens_per_s']} tokens/s; tuned in {choice['tune_s']} s"
         )
+        for lap in choice.get("race", []):
+            print(
+                f"  race: {lap['shape']} predicted {lap['predicted_tokens_per_s']} tokens/s "
+                f"(tau {lap['predicted_tokens_per_round']}), measured {lap['tokens_per_s']} "
+                f"(tau {lap['tau']})"
+            )
     for r in rows:
         r["same_as_vanilla"] = r["outputs"] == rows[0]["outputs"]
     for r in rows:

@@ -86,6 +86,18 @@ def test_tiny_runs_end_to_end(tiny_result: tuple[dict, Path]) -> None:
     assert saved["tables"].count("\n| 512 |") == 3  # one row in each of the three tables
 
 
+def test_draft_vocabulary_shrinks_the_draft_head() -> None:
+    overrides = ["shape=tiny", "contexts=[256]", "reps=1", "warmup=1", "device=cpu"]
+    register_resolvers()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("bench_scale", overrides=[*overrides, "draft_vocab=40", "out=null"])
+    from longspec.bench.scale_run import run
+
+    result = run(cfg)
+    assert result["draft_vocab"] == 40 and "The draft scores 40 tokens" in result["tables"]
+    assert result["rows"][0]["draft_s"] > 0 and result["rows"][0]["tree_nodes"] == 69
+
+
 def test_draft_memory_is_constant(tiny_result: tuple[dict, Path]) -> None:
     rows = tiny_result[0]["rows"]
     assert rows[0]["draft_cache_bytes"] == rows[1]["draft_cache_bytes"] > 0

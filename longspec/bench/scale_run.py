@@ -41,6 +41,9 @@ def run(cfg: DictConfig, save: Callable[[dict], None] | None = None) -> dict:
     start = time.perf_counter()
     hf = random_model(config, dtype, device, cfg.seed)
     draft = random_glide(config, cfg.seed, dtype, device)
+    if cfg.draft_vocab is not None:  # random weights: any order of the tokens will do
+        gen = torch.Generator().manual_seed(cfg.seed)
+        draft.token_ranking = torch.randperm(config.vocab_size, generator=gen)
     print(f"{cfg.shape}: built on {device} in {time.perf_counter() - start:.1f} s", flush=True)
     info = _header_info(cfg, hf, dtype, device, copy_bandwidth(timing, cfg.bandwidth_mb))
     backends = {name: attention_backend(name) for name in cfg.attention_compare}
@@ -67,6 +70,7 @@ def _header_info(cfg: DictConfig, hf, dtype, device: torch.device, bandwidth: fl
         "weights_bytes": total,
         "weights_read_bytes": read,
         "taus": OmegaConf.to_container(cfg.taus),
+        "draft_vocab": cfg.draft_vocab,
         "label": cfg.label,
         "rows": [],
         "tables": "",
@@ -92,9 +96,8 @@ def run_context(cfg: DictConfig, hf, draft, backends: dict, context: int, timing
 
 def _measure(cfg: DictConfig, hf, draft, backends: dict, context: int, timing: Timing) -> dict:
     attention = instantiate(cfg.attention)
-    lc = long_context(
-        hf, draft, attention, context, list(cfg.tree_shape), cfg.window, cfg.graphs, cfg.seed
-    )
+    shape, vocab = list(cfg.tree_shape), cfg.draft_vocab
+    lc = long_context(hf, draft, attention, context, shape, cfg.window, cfg.graphs, cfg.seed, vocab)
     return measure_context(lc, timing, backends)
 
 
@@ -125,6 +128,8 @@ def tables(info: dict, plain: str) -> str:
         f"{info['weights_read_bytes'] / 1e9:.2f} GB), copy bandwidth "
         f"{info['bandwidth_gb_s']:.0f} GB/s. Speedups are projected: tau x step / round."
     )
+    if info["draft_vocab"] is not None:
+        head += f" The draft scores {info['draft_vocab']} tokens (draft_vocab)."
     rows = info["rows"]
     parts = [head, main_table(rows, info["taus"]), breakdown_table(rows)]
     parts += [attention_memory_table(rows, plain), *skipped_lines(rows)]
