@@ -4,10 +4,9 @@
 # full-vocabulary draft of scale_llama8b_h200_v5.json.
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_tree_auto.py -k cuda 2>&1 | tail -3
 for vocab in 16384 32768; do
   timeout 220 python3 -m longspec.bench.scale shape=llama8b "contexts=[8192,32768]" \
-    draft_vocab=$vocab label="H200 session 7, draft_vocab $vocab" \
+    draft_vocab=$vocab label="H200 session 7 draft_vocab $vocab" \
     out="$OUT/scale_llama8b_vocab$vocab.json" hydra.run.dir=/tmp/scale_$vocab 2>&1 \
     | grep -v Warning | tail -22
 done
