@@ -75,6 +75,45 @@ def test_backends_match_eager_on_random_batches(batch, groups, cap, n_new, seed)
         assert (backend(q, prefix, kn, vn, mask) - ref).abs().max() <= 1e-5
 
 
+def written_in_flight(prefix: Prefix, kn, vn) -> Prefix:
+    """The prefix with the tokens in flight written at slots lengths[b] + t of a buffer
+    with room for them (as the target does before attending), the rest left random."""
+    batch, heads, n_new, dim = kn.shape
+    cap = prefix.k.shape[2] + n_new + 3
+    k = torch.randn(batch, heads, cap, dim, dtype=kn.dtype)
+    v = torch.randn_like(k)
+    k[:, :, : prefix.k.shape[2]], v[:, :, : prefix.v.shape[2]] = prefix.k, prefix.v
+    for b, length in enumerate(prefix.lengths.tolist()):
+        k[b, :, length : length + n_new], v[b, :, length : length + n_new] = kn[b], vn[b]
+    keep = (
+        None
+        if prefix.keep is None
+        else torch.nn.functional.pad(prefix.keep, (0, cap - prefix.k.shape[2]))
+    )
+    return Prefix(k, v, prefix.lengths, keep, in_flight_cached=True)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    cap=st.integers(1, 40),
+    n_new=st.integers(1, 9),
+    causal=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_sdpa_reads_tokens_in_flight_from_the_buffer(batch, cap, n_new, causal, seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, prefix, kn, vn, mask = make_case(batch, 6, 2, cap, n_new, 8, gen)
+    mask = None if causal else mask
+    ref = eager_attention(q, prefix, kn, vn, mask)
+    cached = written_in_flight(prefix, kn, vn)
+    assert (sdpa_attention(q, cached, kn * 0, vn * 0, mask) - ref).abs().max() <= 1e-5
+    cached.keep = torch.rand(batch, 1, cached.k.shape[2], generator=gen) < 0.7
+    prefix.keep = cached.keep[:, :, :cap]
+    ref = eager_attention(q, prefix, kn, vn, mask)
+    assert (sdpa_attention(q, cached, kn * 0, vn * 0, mask) - ref).abs().max() <= 1e-5
+
+
 def test_keep_mask_limits_prefix():
     gen = torch.Generator().manual_seed(0)
     q, prefix, kn, vn, mask = make_case(2, 2, 2, 40, 3, 8, gen)

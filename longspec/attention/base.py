@@ -69,6 +69,23 @@ def full_mask(prefix: Prefix, used: int, new_mask: Tensor | None, n_new: int) ->
     return torch.cat([prefix.visible(n_new, used), tail], dim=-1)[:, None]  # (B, 1, T, S+T)
 
 
+def in_flight_mask(prefix: Prefix, end: int, new_mask: Tensor | None, n_new: int) -> Tensor:
+    """(B, 1, T, end) bool over buffer slots [0, end) when the T tokens in flight already
+    sit at slots lengths[b] + t (``Prefix.in_flight_cached``): a slot below lengths[b]
+    by the prefix rule, a slot of the tokens in flight by new_mask (B, T, T) (None:
+    causal), any other slot (another row's tokens in flight, stale entries) hidden."""
+    device = prefix.lengths.device
+    rel = torch.arange(end, device=device)[None, :] - prefix.lengths[:, None]  # (B, end)
+    fresh = ((rel >= 0) & (rel < n_new))[:, None, :]  # (B, 1, end)
+    if new_mask is None:
+        tokens = torch.arange(n_new, device=device)[None, :, None]  # (1, T, 1)
+        by_new = fresh & (rel[:, None, :] <= tokens)  # (B, T, end)
+    else:
+        cols = rel.clamp(0, n_new - 1)[:, None, :].expand(-1, n_new, -1)  # (B, T, end)
+        by_new = fresh & new_mask.gather(2, cols)
+    return (prefix.visible(n_new, end) | by_new)[:, None]  # (B, 1, T, end)
+
+
 def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
     """(B, Hkv, S, D) -> (B, Hkv * n_rep, S, D) for grouped-query attention."""
     return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)

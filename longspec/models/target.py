@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from longspec.attention.base import AttentionBackend
 from longspec.cache import KVCache
+from longspec.models import cpu_linear
 from longspec.models.fused_layer import FusedLayers, can_fuse
 from longspec.models.graphs import GraphCache
 from longspec.models.rotary import apply_rotary
@@ -179,15 +180,23 @@ class TargetModel:
     def _layer(self, idx, layer, x, cos, sin, cache, prefix, start, new_mask) -> Tensor:
         attn = layer.self_attn
         h = layer.input_layernorm(x)
-        q = self._heads(attn.q_proj(h), self.n_heads)  # (B, Hq, T, D)
-        k = self._heads(attn.k_proj(h), self.n_kv_heads)  # (B, Hkv, T, D)
-        v = self._heads(attn.v_proj(h), self.n_kv_heads)
+        q = self._heads(cpu_linear.linear(attn.q_proj, h), self.n_heads)  # (B, Hq, T, D)
+        k = self._heads(cpu_linear.linear(attn.k_proj, h), self.n_kv_heads)  # (B, Hkv, T, D)
+        v = self._heads(cpu_linear.linear(attn.v_proj, h), self.n_kv_heads)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         cache.write(idx, k, v, start)  # past each row's length: hidden from the prefix rule
         prefix.in_flight_cached = True
         o = self.attention(q, prefix, k, v, new_mask)
-        x = x + attn.o_proj(o.transpose(1, 2).flatten(2))  # (B, T, Hq*D) -> (B, T, hidden)
-        return x + layer.mlp(layer.post_attention_layernorm(x))
+        o = o.transpose(1, 2).flatten(2)  # (B, T, Hq*D)
+        x = x + cpu_linear.linear(attn.o_proj, o)  # (B, T, hidden)
+        return x + self._mlp(layer.mlp, layer.post_attention_layernorm(x))
+
+    @staticmethod
+    def _mlp(mlp: nn.Module, h: Tensor) -> Tensor:
+        """The layer's MLP; a gated one (gate/up/down) through ``cpu_linear``."""
+        if all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+            return cpu_linear.mlp(mlp, h)
+        return mlp(h)
 
     def _heads(self, x: Tensor, n_heads: int) -> Tensor:
         """(B, T, H*D) -> (B, H, T, D)."""
@@ -197,14 +206,7 @@ class TargetModel:
     def logits(self, hidden: Tensor) -> Tensor:
         """(B, T, hidden) -> (B, T, V) float32 logits."""
         hidden = hidden.to(self.device)
-        rows = hidden.numel() // hidden.shape[-1]
-        if self.device.type != "cpu" or self.lm_head.bias is not None or rows == 1:
-            return self.lm_head(hidden).float()
-        # CPU: MKL's GEMM for a few rows times a wide (V, hidden) matrix is ~3x slower than
-        # the transposed product W @ x^T (measured: 49152 x 576, 2-8 rows, 2 cores).
-        flat = hidden.reshape(-1, hidden.shape[-1])  # (B*T, hidden)
-        out = (self.lm_head.weight @ flat.T).T  # (B*T, V)
-        return out.reshape(*hidden.shape[:-1], -1).float()
+        return cpu_linear.linear(self.lm_head, hidden, max_rows=None).float()
 
     def prefill_width(self, longest: int) -> int:
         """Columns a prefill of prompts up to ``longest`` tokens is padded to.
