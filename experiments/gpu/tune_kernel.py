@@ -1,10 +1,12 @@
 """Tune the split-KV kernel's launch settings and profile a decode step (GPU).
 
-python experiments/gpu/tune_kernel.py OUT.json
+python experiments/gpu/tune_kernel.py OUT.json [grid]
 Times ``split_attention_lse`` (tokens in flight read from the cache, tree mask) in CUDA
 graphs for verification-shaped (70 tokens) and step-shaped (1 token) calls against the
 time to read the keys/values once, for each launch setting; then profiles one eager vanilla
 step and one eager tree round of the Llama-3-8B shape at 32k to list where the time goes.
+``grid``: only the grid-order comparison (``Launch.rows_first``) of a few settings, no
+profile.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ CASES = [  # (name, Hq, Hkv, D, tokens, context)
 SETTINGS = [
     sk.Launch(m, n, w, s) for m, n, w, s in itertools.product([64, 128], [64, 128], [4, 8], [2, 3])
 ]
+GRID_SETTINGS = [  # the best settings of tune_kernel_h200_v2.json, in both grid orders
+    sk.Launch(m, n, w, s, rows_first)
+    for m, n, w, s in [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 4, 2)]
+    for rows_first in (False, True)
+]
 
 
 def graphed(fn, reps: int = 20):
@@ -52,12 +59,12 @@ def case_inputs(hq, hkv, d, n, ctx):
     return q, k, v, lengths, ancestor_mask(parents)
 
 
-def tune(timing: Timing, bandwidth: float) -> list[dict]:
+def tune(timing: Timing, bandwidth: float, settings: list[sk.Launch]) -> list[dict]:
     rows = []
     for name, hq, hkv, d, n, ctx in CASES:
         q, k, v, lengths, mask = case_inputs(hq, hkv, d, n, ctx)
         floor = 2 * hkv * ctx * d * 2 / (bandwidth * 1e9)  # K and V read once
-        for launch in SETTINGS:
+        for launch in settings:
             sk.LAUNCH = launch
             try:
                 args = (q, k, v, lengths, None, True, mask if n > 1 else None, q.dtype)
@@ -102,15 +109,16 @@ def _profile(fn, name: str) -> list[dict]:
     return [{"name": "total", "count": prof["kernels"], "us": prof["kernel_us"]}, *prof["top"]]
 
 
-def main(path: str) -> None:
+def main(path: str, grid_only: bool) -> None:
     timing = Timing(torch.device("cuda"), reps=10, warmup=2)
     bandwidth = copy_bandwidth(timing, 2048)
     result = {"card": torch.cuda.get_device_name(), "bandwidth_gb_s": bandwidth}
-    result["tuning"] = tune(timing, bandwidth)
-    result["profile"] = profile_rounds()
+    result["tuning"] = tune(timing, bandwidth, GRID_SETTINGS if grid_only else SETTINGS)
+    if not grid_only:
+        result["profile"] = profile_rounds()
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:] == ["grid"])

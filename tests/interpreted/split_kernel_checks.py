@@ -109,7 +109,13 @@ def test_decoding_with_the_kernel_is_lossless(tiny_llama):
 
 
 @pytest.mark.parametrize(
-    "launch", [Launch(), Launch(max_block_m=16, block_n=16), Launch(block_n=128)]
+    "launch",
+    [
+        Launch(),
+        Launch(max_block_m=16, block_n=16),
+        Launch(block_n=128),
+        Launch(max_block_m=16, block_n=16, rows_first=True),
+    ],
 )
 @pytest.mark.parametrize("head_dim", [16, 24])
 def test_full_and_boundary_blocks_under_every_launch(launch, head_dim, monkeypatch):
@@ -148,10 +154,13 @@ def assert_same(got: tuple, want: tuple, tol: float = 1e-6) -> None:
     assert (lse[finite] - ref_lse[finite]).abs().max() <= 1e-6
 
 
-def force_splits(monkeypatch, n_splits: int, programs_per_split: int) -> list[int]:
+def force_splits(
+    monkeypatch, n_splits: int, programs_per_split: int, rows_first: bool = False
+) -> list[int]:
     """Launches of n_splits key splits (16-key blocks) whose outputs and partials start as
     NaN (a read before a write shows); returns the split counts actually used."""
-    monkeypatch.setattr(split_kernel, "LAUNCH", Launch(max_block_m=16, block_n=16))
+    launch = Launch(max_block_m=16, block_n=16, rows_first=rows_first)
+    monkeypatch.setattr(split_kernel, "LAUNCH", launch)
     monkeypatch.setattr(split_kernel, "TARGET_PROGRAMS", n_splits * programs_per_split)
     used, n_splits_of, outputs_of = [], split_kernel._n_splits, split_kernel._outputs
 
@@ -188,11 +197,15 @@ def test_fused_merge_matches_merge_kernel(n_splits, monkeypatch):
     assert (fused[1][:2] - want_lse[:2]).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("n_splits", [1, 4, 9])
-@pytest.mark.parametrize("tree", [False, True])
-def test_fused_merge_with_tokens_in_flight(n_splits, tree, monkeypatch):
-    """In-flight keys (causal or tree mask), several m-blocks, out in float16."""
-    used = force_splits(monkeypatch, n_splits, programs_per_split=2 * 2 * 2)
+@pytest.mark.parametrize(
+    "n_splits, tree, rows_first",
+    [(1, False, False), (4, False, False), (9, False, False)]
+    + [(1, True, False), (4, True, False), (9, True, False), (4, True, True)],
+)
+def test_fused_merge_with_tokens_in_flight(n_splits, tree, rows_first, monkeypatch):
+    """In-flight keys (causal or tree mask), several m-blocks (either grid order), out in
+    float16."""
+    used = force_splits(monkeypatch, n_splits, programs_per_split=2 * 2 * 2, rows_first=rows_first)
     gen = torch.Generator().manual_seed(10 * n_splits + tree)
     n_new, lengths = 6, torch.tensor([130, 0])
     q = torch.randn(2, 8, n_new, 16, generator=gen)  # group 4 x 6 tokens: 2 m-blocks of 16
