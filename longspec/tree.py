@@ -206,9 +206,5 @@ def best_children(scores: Tensor, cum: Tensor, width: int) -> tuple[Tensor, Tens
 
 
 def _on_kernel(scores: Tensor) -> bool:
-    """CUDA float32 scores of a draft vocabulary that fits the beam kernel's programs."""
-    if not scores.is_cuda or scores.dtype != torch.float32:
-        return False
-    from longspec.decoding.beam_kernel import MAX_COLUMNS
-
-    return scores.shape[-1] <= MAX_COLUMNS
+    """CUDA float32 scores (any vocabulary: wide ones are ranked in chunks)."""
+    return scores.is_cuda and scores.dtype == torch.float32

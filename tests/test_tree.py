@@ -195,7 +195,8 @@ def test_best_children_ranks_like_every_pair(batch, parents, vocab, width, seed)
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize(
-    ("parents", "vocab", "width"), [(1, 8192, 4), (4, 8192, 16), (16, 8192, 16)]
+    ("parents", "vocab", "width"),
+    [(1, 8192, 4), (4, 8192, 16), (16, 8192, 16), (16, 128256, 16), (4, 32768, 4)],
 )
 def test_best_children_kernel_on_cuda_matches_the_cpu_ranking(parents, vocab, width):
     gen = torch.Generator().manual_seed(parents)

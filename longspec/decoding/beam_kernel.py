@@ -1,4 +1,4 @@
-"""One beam level's ranking (``longspec.tree.best_children``) as two Triton kernels.
+"""One beam level's ranking (``longspec.tree.best_children``) as Triton kernels.
 
 torch takes ~30-40 us for any top-k on an H200, however small (radix select in several
 launches; ``experiments/results/topk_probe_h200.json``), and a level needs a log-sum-exp,
@@ -9,18 +9,43 @@ a top-k per parent and a top-k over the candidates. Here:
   and writes each as a cumulative log-prob candidate (cum + score - lse) with its column.
 * ``_rank_candidates``: one program per row ranks its n * per candidates the same way.
 
+A vocabulary wider than ``MAX_COLUMNS`` (a full 128k vocabulary) is cut into chunks of
+``CHUNK`` columns instead of ``_parent_topk``: ``_chunk_topk`` (one program per (row,
+parent, chunk)) keeps each chunk's max, sum of exponentials and ``per`` best scores, and
+``_merge_chunks`` (one program per (row, parent)) joins them into the parent's
+log-sum-exp and candidates.
+
 Values and order match torch's top-k (largest first); among exactly equal values the
-lowest index goes first. For draft vocabularies up to ``MAX_COLUMNS`` columns.
+lowest index goes first.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-MAX_COLUMNS = 16384  # a parent's scores live in one program's registers
+MAX_COLUMNS = 16384  # up to this many, a parent's scores live in one program's registers
+CHUNK = 8192  # columns of one ``_chunk_topk`` program
+
+
+@triton.jit
+def _top_slots(x, PER: tl.constexpr, BLOCK_P: tl.constexpr):
+    """The PER largest of x (BX,), largest first (ties: lowest position first): values
+    and positions (BP,), -inf and 0 past PER."""
+    where_x = tl.arange(0, x.shape[0])
+    slots = tl.arange(0, BLOCK_P)
+    vals = tl.full((BLOCK_P,), float("-inf"), tl.float32)
+    picks = tl.zeros((BLOCK_P,), tl.int32)
+    for i in tl.static_range(PER):
+        best, where = tl.max(x, 0, return_indices=True, return_indices_tie_break_left=True)
+        vals = tl.where(slots == i, best, vals)
+        picks = tl.where(slots == i, where, picks)
+        x = tl.where(where_x == where, float("-inf"), x)
+    return vals, picks
 
 
 @triton.jit
@@ -34,18 +59,57 @@ def _parent_topk(
     x = tl.load(s_ptr + r * n_cols + cols, cols < n_cols, other=float("-inf"))  # (BK,)
     top = tl.max(x, 0)
     lse = top + tl.log(tl.sum(tl.exp(x - top), 0))
-    base = tl.load(cum_ptr + r) - lse
+    vals, picks = _top_slots(x, PER, BLOCK_P)
     slots = tl.arange(0, BLOCK_P)
-    vals = tl.full((BLOCK_P,), float("-inf"), tl.float32)
-    picks = tl.zeros((BLOCK_P,), tl.int32)
-    for i in tl.static_range(PER):
-        best, where = tl.max(x, 0, return_indices=True, return_indices_tie_break_left=True)
-        vals = tl.where(slots == i, base + best, vals)
-        picks = tl.where(slots == i, where, picks)
-        x = tl.where(cols == where, float("-inf"), x)
     ok = slots < PER
-    tl.store(val_ptr + r * PER + slots, vals, ok)
+    tl.store(val_ptr + r * PER + slots, tl.load(cum_ptr + r) - lse + vals, ok)
     tl.store(col_ptr + r * PER + slots, picks, ok)
+
+
+@triton.jit
+def _chunk_topk(
+    s_ptr, stat_ptr, val_ptr, col_ptr, n_cols, n_chunks,
+    PER: tl.constexpr, CHUNK: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
+    """Row-parent r = program 0, chunk c = program 1: the chunk's max and sum of
+    exp(score - max) (stat[r, c, :]), its PER best raw scores and their columns."""
+    r, c = tl.program_id(0), tl.program_id(1)
+    cols = c * CHUNK + tl.arange(0, CHUNK)
+    x = tl.load(s_ptr + r * n_cols + cols, cols < n_cols, other=float("-inf"))  # (CH,)
+    top = tl.max(x, 0)
+    at = r * n_chunks + c
+    tl.store(stat_ptr + at * 2, top)
+    tl.store(stat_ptr + at * 2 + 1, tl.sum(tl.exp(x - top), 0))
+    vals, picks = _top_slots(x, PER, BLOCK_P)
+    slots = tl.arange(0, BLOCK_P)
+    ok = slots < PER
+    tl.store(val_ptr + at * PER + slots, vals, ok)
+    tl.store(col_ptr + at * PER + slots, c * CHUNK + picks, ok)
+
+
+@triton.jit
+def _merge_chunks(
+    stat_ptr, part_val_ptr, part_col_ptr, cum_ptr, val_ptr, col_ptr, n_chunks,
+    PER: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CP: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
+    """Row-parent r = program 0: its log-sum-exp from its chunks' stats, then its PER best
+    (cum + score - lse, column) pairs among the chunks' candidates."""
+    r = tl.program_id(0)
+    chunks = tl.arange(0, BLOCK_C)
+    c_ok = chunks < n_chunks
+    m = tl.load(stat_ptr + (r * n_chunks + chunks) * 2, c_ok, other=float("-inf"))  # (BC,)
+    z = tl.load(stat_ptr + (r * n_chunks + chunks) * 2 + 1, c_ok, other=0.0)
+    top = tl.max(m, 0)
+    lse = top + tl.log(tl.sum(z * tl.exp(m - top), 0))
+    idx = tl.arange(0, BLOCK_CP)
+    base = r * n_chunks * PER
+    x = tl.load(part_val_ptr + base + idx, idx < n_chunks * PER, other=float("-inf"))
+    vals, picks = _top_slots(x, PER, BLOCK_P)  # (BP,) positions among the candidates
+    slots = tl.arange(0, BLOCK_P)
+    ok = slots < PER
+    cols = tl.load(part_col_ptr + base + picks, ok, other=0)
+    tl.store(val_ptr + r * PER + slots, tl.load(cum_ptr + r) - lse + vals, ok)
+    tl.store(col_ptr + r * PER + slots, cols, ok)
 
 
 @triton.jit
@@ -57,14 +121,8 @@ def _rank_candidates(
     b = tl.program_id(0)
     idx = tl.arange(0, BLOCK_C)
     x = tl.load(val_ptr + b * n_cand + idx, idx < n_cand, other=float("-inf"))  # (BC,)
+    vals, picks = _top_slots(x, WIDTH, BLOCK_W)
     slots = tl.arange(0, BLOCK_W)
-    vals = tl.full((BLOCK_W,), float("-inf"), tl.float32)
-    picks = tl.zeros((BLOCK_W,), tl.int32)
-    for i in tl.static_range(WIDTH):
-        best, where = tl.max(x, 0, return_indices=True, return_indices_tie_break_left=True)
-        vals = tl.where(slots == i, best, vals)
-        picks = tl.where(slots == i, where, picks)
-        x = tl.where(idx == where, float("-inf"), x)
     ok = slots < WIDTH
     cols = tl.load(col_ptr + b * n_cand + picks, ok, other=0)
     tl.store(out_val_ptr + b * WIDTH + slots, vals, ok)
@@ -73,19 +131,24 @@ def _rank_candidates(
 
 
 def best_children_kernel(
-    scores: Tensor, cum: Tensor, width: int, per: int
+    scores: Tensor, cum: Tensor, width: int, per: int, chunk: int | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``best_children`` of scores (B, n, K) float32 and cum (B, n): columns, parents,
-    cumulative log-probs, each (B, width). ``per`` = min(width, K) candidates a parent."""
+    cumulative log-probs, each (B, width). ``per`` = min(width, K) candidates a parent.
+    ``chunk`` (a power of two >= per): columns a program ranks; None: all of them up to
+    MAX_COLUMNS, else CHUNK."""
     batch, n, n_cols = scores.shape
     scores, cum = scores.contiguous(), cum.float().contiguous()
     cand_val = scores.new_empty(batch, n * per)  # (B, n*per) float32
     cand_col = scores.new_empty(batch, n * per, dtype=torch.int32)
-    _parent_topk[(batch * n,)](
-        scores, cum, cand_val, cand_col, n_cols, PER=per,
-        BLOCK_K=triton.next_power_of_2(n_cols), BLOCK_P=triton.next_power_of_2(per),
-        num_warps=8 if n_cols > 4096 else 4,
-    )  # fmt: skip
+    if chunk is None and n_cols <= MAX_COLUMNS:
+        _parent_topk[(batch * n,)](
+            scores, cum, cand_val, cand_col, n_cols, PER=per,
+            BLOCK_K=triton.next_power_of_2(n_cols), BLOCK_P=triton.next_power_of_2(per),
+            num_warps=8 if n_cols > 4096 else 4,
+        )  # fmt: skip
+    else:
+        _chunked_candidates(scores, cum, per, chunk or CHUNK, cand_val, cand_col)
     values = scores.new_empty(batch, width)
     cols = cand_col.new_empty(batch, width, dtype=torch.int64)
     parents = torch.empty_like(cols)
@@ -94,3 +157,25 @@ def best_children_kernel(
         BLOCK_C=triton.next_power_of_2(n * per), BLOCK_W=triton.next_power_of_2(width),
     )  # fmt: skip
     return cols, parents, values
+
+
+def _chunked_candidates(
+    scores: Tensor, cum: Tensor, per: int, chunk: int, cand_val: Tensor, cand_col: Tensor
+) -> None:
+    """Each parent's ``per`` candidates into cand_val/cand_col (B, n*per), its columns
+    ranked ``chunk`` at a time."""
+    batch, n, n_cols = scores.shape
+    n_chunks = math.ceil(n_cols / chunk)
+    stats = scores.new_empty(batch * n, n_chunks, 2)  # (R, C, [max, sum exp])
+    part_val = scores.new_empty(batch * n, n_chunks, per)  # (R, C, per)
+    part_col = cand_col.new_empty(batch * n, n_chunks, per)
+    block_p = triton.next_power_of_2(per)
+    _chunk_topk[(batch * n, n_chunks)](
+        scores, stats, part_val, part_col, n_cols, n_chunks, PER=per, CHUNK=chunk,
+        BLOCK_P=block_p, num_warps=8 if chunk > 4096 else 4,
+    )  # fmt: skip
+    _merge_chunks[(batch * n,)](
+        stats, part_val, part_col, cum, cand_val, cand_col, n_chunks, PER=per,
+        BLOCK_C=triton.next_power_of_2(n_chunks),
+        BLOCK_CP=triton.next_power_of_2(n_chunks * per), BLOCK_P=block_p,
+    )  # fmt: skip

@@ -30,7 +30,24 @@ def test_kernel_ranks_like_torch(batch, parents, vocab, width):
     assert cols.dtype == parent.dtype == torch.int64
 
 
-def test_ties_go_to_the_lowest_index():
+@pytest.mark.parametrize(
+    ("batch", "parents", "vocab", "width", "chunk"),
+    [(2, 4, 300, 16, 64), (1, 3, 1000, 5, 16), (3, 5, 7, 12, 16), (1, 2, 130, 1, 128)],
+)
+def test_chunked_kernels_rank_like_torch(batch, parents, vocab, width, chunk):
+    """Wide vocabularies go through chunks (here small ones, the last one partial): the
+    chunks' log-sum-exps and candidates join into the same ranking."""
+    gen = torch.Generator().manual_seed(vocab + width + chunk)
+    scores = torch.randn(batch, parents, vocab, generator=gen) * 4  # (B, n, K)
+    cum = torch.randn(batch, parents, generator=gen)
+    cols, parent, values = best_children_kernel(scores, cum, width, min(width, vocab), chunk)
+    ref_cols, ref_parent, ref_values = best_children(scores, cum, width)
+    assert torch.allclose(values, ref_values, atol=1e-5)
+    assert torch.equal(cols, ref_cols) and torch.equal(parent, ref_parent)
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_ties_go_to_the_lowest_index(chunk):
     scores = torch.zeros(1, 2, 8)  # every pair equal
-    cols, parent, _ = best_children_kernel(scores, torch.zeros(1, 2), 3, 3)
+    cols, parent, _ = best_children_kernel(scores, torch.zeros(1, 2), 3, 3, chunk)
     assert parent.tolist() == [[0, 0, 0]] and cols.tolist() == [[0, 1, 2]]
