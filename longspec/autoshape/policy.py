@@ -71,7 +71,7 @@ class AutoShape:
         calib_tokens: int = 64,
         scale_costs: bool = False,
         race: int = 4,
-        race_tokens: int = 128,
+        race_tokens: int = 64,
     ):
         self.space = ShapeSpace(widths, max_depth, max_nodes)
         if not isinstance(scale_costs, bool):
