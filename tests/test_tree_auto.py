@@ -26,7 +26,7 @@ from longspec.autoshape.policy import MIN_TUNED_TOKENS, AutoShape, shape_policy
 from longspec.autoshape.probe import ShapeProbe, calibrate
 from longspec.autoshape.race import Lap, finalists, race, size_class
 from longspec.autoshape.search import Choice, ShapeSpace, rank
-from longspec.autoshape.tune import report
+from longspec.autoshape.tune import held_out, race_length, report
 from longspec.bench.timing import Timing
 from longspec.config import register
 from longspec.decoding.glide import TreeDecoding
@@ -231,8 +231,6 @@ def test_mean_accepted_covers_the_space_and_agrees_with_single_replays(target, l
 
 
 def test_calibration_holds_out_the_end_of_each_prompt():
-    from longspec.autoshape.tune import held_out
-
     prompts = [list(range(100)), list(range(30)), [7]]
     assert held_out(prompts, 64) == [list(range(50)), list(range(15)), [7]]
     assert held_out(prompts, 10) == [list(range(90)), list(range(20)), [7]]
@@ -380,6 +378,13 @@ def test_the_race_winner_is_the_fastest_measured_not_the_best_predicted():
     assert [lap["tokens_per_s"] for lap in out["race"]] == [30.0, 60.0, 50.0]
     assert [lap["tau"] for lap in out["race"]] == [3.0, 1.5, 2.0]
     assert report(predicted, [], hand_rounds(), costs, [[1]])["shape"] == [4, 4]  # race=1
+
+
+def test_the_race_never_decodes_past_the_real_decodes_end():
+    prompts, gen = [[1] * 300, [1] * 40], Generation(16, ())
+    calib = held_out(prompts, 64)  # 236 and 20 tokens: 64 and 20 held out
+    assert race_length(500, prompts, calib, gen) == 20 + 16
+    assert race_length(8, prompts, calib, gen) == 8
 
 
 def test_each_finalist_decodes_with_the_strategys_draft_and_is_timed(target, monkeypatch):

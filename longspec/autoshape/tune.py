@@ -51,7 +51,8 @@ def tune(
     laps = []
     if policy.race > 1:
         finals = finalists(ranked, policy.race)
-        laps = race(strategy, target, calib_prompts, gen, pad_id, finals, policy.race_tokens)
+        tokens = race_length(policy.race_tokens, prompts, calib_prompts, gen)
+        laps = race(strategy, target, calib_prompts, gen, pad_id, finals, tokens)
     result = report(ranked, laps, rounds, costs, prompts) | {
         "tune_s": round(time.perf_counter() - started, 2)
     }
@@ -75,6 +76,15 @@ def held_out(prompts: list[list[int]], tokens: int) -> list[list[int]]:
     decodes text like the prompt's at nearly its length, but not the continuation that
     is about to be decoded (and timed) with the shape it picks."""
     return [p[: max(len(p) - tokens, (len(p) + 1) // 2)] for p in prompts]
+
+
+def race_length(
+    wanted: int, prompts: list[list[int]], calib_prompts: list[list[int]], gen: Generation
+) -> int:
+    """Tokens each finalist decodes from the held-out prompts: ``wanted``, but never past
+    the end the real decode reaches (so the race fits the cache and the context)."""
+    held = min(len(p) - len(c) for p, c in zip(prompts, calib_prompts, strict=True))
+    return max(1, min(wanted, held + gen.max_new_tokens))
 
 
 def report(
