@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from hydra.utils import instantiate
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's longspec
 
 from longspec.bench.e2e import CONF  # noqa: E402
+from longspec.bench.timing import Timing  # noqa: E402
 from longspec.build import build_target  # noqa: E402
 from longspec.config import register  # noqa: E402
 from longspec.loading import special_ids  # noqa: E402
@@ -55,17 +55,6 @@ def calls(target, cache, nodes: int) -> dict:
     }
 
 
-def median_seconds(fns: dict, reps: int = 7) -> dict:
-    """Median seconds of each function, the functions taking turns."""
-    times = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
-
-
 def top_ops(fn, rows: int = 12) -> list[dict]:
     """torch.profiler's operators of one call, by self CPU time."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -80,9 +69,8 @@ def top_ops(fn, rows: int = 12) -> list[dict]:
 def main(out: str, nodes: int, prompt_tokens: int) -> None:
     target, cache = setup(prompt_tokens)
     fns = calls(target, cache, nodes)
-    for fn in fns.values():
-        fn()  # warm up
-    medians = median_seconds(fns)
+    timing = Timing(torch.device("cpu"), reps=7, warmup=1)
+    medians = dict(zip(fns, timing.medians(list(fns.values())), strict=True))  # in turns
     result = {"environment": environment(torch.device("cpu")), "threads": torch.get_num_threads()}
     result["context"], result["median_ms"] = int(cache.lengths[0]), {}
     result["ops"] = {}

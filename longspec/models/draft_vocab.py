@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from longspec.models import cpu_linear
+
 RANKING_FILE = "token_counts.json"
 KEEP_IN_FILE = 32768  # ids stored in the file (the useful sizes are far below)
 
@@ -67,10 +69,9 @@ class DraftHead:
         return self.expand(self.sub(hidden))
 
     def sub(self, hidden: Tensor) -> Tensor:
-        """(B, T, hidden) -> (B, T, K) float32 logits of the kept tokens (order of ``ids``)."""
-        flat = hidden.reshape(-1, hidden.shape[-1])  # (B*T, hidden)
-        sub = (self.weight @ flat.T).T.float()  # (B*T, K): the transposed product (CPU GEMM)
-        return sub.view(*hidden.shape[:-1], -1)
+        """(B, T, hidden) -> (B, T, K) float32 logits of the kept tokens (order of ``ids``);
+        a few rows on the CPU through the transposed product (``cpu_linear``)."""
+        return cpu_linear.product(self.weight, hidden, max_rows=None).float()
 
     def expand(self, sub: Tensor) -> Tensor:
         """(..., K) kept-token logits -> (..., V): -inf for every other token."""
