@@ -303,8 +303,12 @@ class FakeStrategy:
 
     def __init__(self, fail=None, ids=None):
         self.calls: list[list[list[int]]] = []
+        self.planned: list[list[int]] | None = None
         self.fail = fail
         self.ids = ids
+
+    def plan(self, prompts):
+        self.planned = prompts
 
     def generate(self, target, prompts, gen, pad_id, timer=None):
         self.calls.append(prompts)
@@ -396,6 +400,7 @@ def test_resume_decodes_only_missing_samples(tmp_path: Path) -> None:
     assert [r["id"] for r in records] == ["s0", "s1", "s2", "s3"]
     assert [r["batch"] for r in records] == [0, 1, 2, 3]
     assert len(resumed.calls) == 3  # warm-up + s2 + s3
+    assert resumed.planned == [list(range(12)), list(range(13))]  # what is left to decode
     assert resumed.calls[0] == [list(range(12))] and resumed.calls[1] == [list(range(12))]
     assert all(json.loads(line) for line in path.read_text().splitlines())
     done = FakeStrategy()

@@ -22,7 +22,12 @@ import longspec.decoding.glide as glide_module
 from longspec.attention import sdpa_attention
 from longspec.autoshape.acceptance import Rounds, accepted_per_round, mean_accepted
 from longspec.autoshape.costs import CostModel, rising
-from longspec.autoshape.policy import MIN_TUNED_TOKENS, AutoShape, shape_policy
+from longspec.autoshape.policy import (
+    MIN_TUNED_TOKENS,
+    AutoShape,
+    calibration_groups,
+    shape_policy,
+)
 from longspec.autoshape.probe import ShapeProbe, calibrate
 from longspec.autoshape.race import Lap, finalists, race, size_class
 from longspec.autoshape.search import Choice, ShapeSpace, rank
@@ -193,7 +198,7 @@ def test_replay_matches_real_narrow_beams(target, layer):
     """Each recorded round, replayed for a narrower shape, accepts what that shape's own
     beam accepts from the same state, but for rare nodes outside the wide tree."""
     probe = DualProbe(layer, TreeShape((4, 4, 4)), rounds=61)
-    rounds, _ = calibrate(probe, target, [prompt(200, 0)], Generation(60, ()), 0)
+    rounds, _ = calibrate(probe, target, [[prompt(200, 0)]], Generation(60, ()), 0)
     assert rounds.count >= 20
     deep = 0
     for shape in probe.narrow:
@@ -210,7 +215,7 @@ def test_predicted_tokens_per_round_match_decoding(target, layer):
     round (accepted + 1) is what decoding measures, within sampling noise."""
     budget, text = 100, prompt(200, 1)
     probe = with_oracle(ShapeProbe, 0.5)(layer, TreeShape((4, 4, 4)), rounds=budget + 1)
-    rounds, _ = calibrate(probe, target, [text], Generation(budget, ()), 0)
+    rounds, _ = calibrate(probe, target, [[text]], Generation(budget, ()), 0)
     tree = with_oracle(TreeDecoding, 0.5)
     for shape in [(1,), (1, 1, 1), (2, 2, 2), (4, 4, 4)]:
         predicted = accepted_per_round(rounds, shape).mean() + 1
@@ -221,7 +226,7 @@ def test_predicted_tokens_per_round_match_decoding(target, layer):
 
 def test_mean_accepted_covers_the_space_and_agrees_with_single_replays(target, layer):
     probe = with_oracle(ShapeProbe, 0.5)(layer, TreeShape((3, 3)), rounds=31)
-    rounds, _ = calibrate(probe, target, [prompt(120, 2)], Generation(30, ()), 0)
+    rounds, _ = calibrate(probe, target, [[prompt(120, 2)]], Generation(30, ()), 0)
     space = ShapeSpace((1, 2, 3), max_depth=2, max_nodes=5)
     means = mean_accepted(rounds, space.extensions)
     assert sorted(means) == sorted(space.shapes())
@@ -243,7 +248,7 @@ def test_sampled_calibration_records_draws_from_the_target(target, layer):
 
     def recorded(temperature: float) -> Rounds:
         gen = Generation(30, (), temperature=temperature, seed=3)
-        return calibrate(probe(layer, TreeShape((3, 3)), 31), target, text, gen, 0)[0]
+        return calibrate(probe(layer, TreeShape((3, 3)), 31), target, [text], gen, 0)[0]
 
     greedy, cold, warm = recorded(0.0), recorded(1e-4), recorded(1.0)
     assert np.array_equal(greedy.choice, cold.choice)
@@ -372,12 +377,12 @@ def test_the_race_winner_is_the_fastest_measured_not_the_best_predicted():
     measured = [(30, 1.0, 10), (30, 0.5, 20), (30, 0.6, 15)]  # tokens, seconds, forwards
     laps = [Lap(c, *m) for c, m in zip(predicted, measured, strict=True)]
     costs = CostModel((1, 2), (0.01, 0.02), (1,), (0.001,))
-    out = report(predicted, laps, hand_rounds(), costs, [[1, 2, 3]])
+    out = report(predicted, laps, hand_rounds(), costs, [[[1, 2, 3]]])
     assert out["shape"] == [1]  # 60 tokens/s measured against 30 and 50
     assert out["predicted_tokens_per_s"] == 150.0  # what the model expected of the winner
     assert [lap["tokens_per_s"] for lap in out["race"]] == [30.0, 60.0, 50.0]
     assert [lap["tau"] for lap in out["race"]] == [3.0, 1.5, 2.0]
-    assert report(predicted, [], hand_rounds(), costs, [[1]])["shape"] == [4, 4]  # race=1
+    assert report(predicted, [], hand_rounds(), costs, [[[1]]])["shape"] == [4, 4]  # race=1
 
 
 def test_the_race_never_decodes_past_the_real_decodes_end():
@@ -385,6 +390,38 @@ def test_the_race_never_decodes_past_the_real_decodes_end():
     calib = held_out(prompts, 64)  # 236 and 20 tokens: 64 and 20 held out
     assert race_length(500, prompts, calib, gen) == 20 + 16
     assert race_length(8, prompts, calib, gen) == 8
+
+
+def test_calibration_takes_the_decodes_batch_then_upcoming_prompts_of_its_bucket():
+    a, b, c, d, e = [1] * 100, [2] * 90, [3] * 120, [4] * 300, [5] * 70  # d: another bucket
+    run = [a, b, c, d, e]
+    assert calibration_groups([a], run, 4) == [[a], [b], [c], [e]]
+    assert calibration_groups([a], run, 2) == [[a], [b]]
+    assert calibration_groups([a], [], 4) == [[a]]  # the run announced nothing
+    assert calibration_groups([d], run, 4) == [[d]]  # alone in its bucket
+    assert calibration_groups([a, b], run, 4) == [[a, b], [c, e]]  # batches of the decode's size
+    assert calibration_groups([a, b], run, 3) == [[a, b]]  # whole batches only
+    assert calibration_groups([a, b], [a, b, c], 8) == [[a, b]]
+    assert calibration_groups([a, b], run, 1) == [[a, b]]  # the decode's own batch always
+
+
+def test_rounds_of_several_calibrations_concatenate():
+    one = hand_rounds()
+    two = Rounds.concat([one, one])
+    assert two.count == 2 * one.count and two.width == one.width
+    for shape in [(1,), (2, 1), (2, 2)]:
+        once = accepted_per_round(one, shape)
+        assert np.array_equal(accepted_per_round(two, shape), np.concatenate([once, once]))
+
+
+def test_the_race_sums_every_calibration_batch(target, layer):
+    groups = [[prompt(60, 13)], [prompt(50, 14)]]
+    choices = [Choice((2,), 2.0, 0.01), Choice((1, 1), 2.0, 0.01)]
+    strategy = TreeDecoding(layer, "auto", auto=SMALL)
+    laps = race(strategy, target, groups, Generation(64, ()), 0, choices, 8)
+    assert [lap.choice for lap in laps] == choices
+    assert all(lap.tokens == 16 and lap.seconds > 0 for lap in laps)
+    assert all(2 * 3 <= lap.forwards <= 16 for lap in laps)  # per batch: prefill + >= 2 rounds
 
 
 def test_each_finalist_decodes_with_the_strategys_draft_and_is_timed(target, monkeypatch):
@@ -407,7 +444,7 @@ def test_each_finalist_decodes_with_the_strategys_draft_and_is_timed(target, mon
 
     monkeypatch.setattr(race_module, "_runner", spy)
     choices = [Choice((2, 1), 2.0, 0.01), Choice((), 1.0, 0.01)]
-    laps = race(strategy, target, texts, Generation(64, (2,)), 0, choices, 10)
+    laps = race(strategy, target, [texts], Generation(64, (2,)), 0, choices, 10)
     assert [lap.choice for lap in laps] == choices
     assert all(lap.tokens == 20 and lap.seconds > 0 for lap in laps)  # EOS is ignored
     assert laps[1].forwards == 20  # no draft: one token per forward, prefill included
@@ -468,6 +505,41 @@ def test_auto_decodes_like_vanilla_and_reports_its_choice(target, layer, monkeyp
     record = {"batch": 0, "decode_s": 1.0, "prefill_s": 0.1, "new_tokens": 40}
     summary = summarize([{**record, "target_forwards": 20, "peak_memory_bytes": 0}], auto)
     assert summary["tree_auto"][0]["shape"] == chosen["shape"]
+
+
+def test_auto_calibrates_on_the_runs_prompts_of_its_bucket(target, layer, monkeypatch):
+    import longspec.autoshape.tune as tune_module
+
+    seen, plain = [], tune_module.calibrate
+    spy = lambda probe, target, groups, *a: seen.append(groups) or plain(probe, target, groups, *a)  # noqa: E731
+    monkeypatch.setattr(tune_module, "calibrate", spy)
+    texts = [prompt(100, 20), prompt(300, 21), prompt(110, 22), prompt(90, 23), prompt(80, 24)]
+    gen = Generation(20, ())
+    auto = TreeDecoding(layer, "auto", auto=SMALL | {"prompts": 3})
+    auto.plan(texts)
+    want = Vanilla().generate(target, texts[:1], gen, 0)[0].output_ids
+    assert auto.generate(target, texts[:1], gen, 0)[0].output_ids == want
+    (chosen,) = auto.describe()["tree_auto"]
+    assert chosen["calibration_prompts"] == 3 and chosen["batch"] == 1
+    assert chosen["prompt_tokens"] == 100  # the decode's own prompt
+    assert seen == [[held_out([t], SMALL["calib_tokens"]) for t in (texts[0], texts[2], texts[3])]]
+    assert sum(lap["tau"] > 0 for lap in chosen["race"]) == len(chosen["race"])
+
+
+def test_a_new_tuning_always_prepares_the_chosen_shape(target, layer, monkeypatch):
+    """Tuning drops the captured graphs: the decode after it must capture its shape's anew
+    (untimed), even when the tuned shape is the one the strategy already has."""
+    import longspec.autoshape.tune as tune_module
+
+    monkeypatch.setattr(tune_module, "tune", lambda *a: {"shape": [1]})
+    auto = TreeDecoding(layer, "auto", auto=SMALL)
+    switched = []
+    monkeypatch.setattr(auto, "_switch", lambda shape, *a: switched.append(shape))
+    text, gen = [prompt(80, 30)], Generation(20, ())
+    assert auto.shape == TreeShape((1,))
+    auto.generate(target, text, gen, 0)
+    auto.generate(target, text, gen, 0)  # same bucket: no tuning, nothing to prepare
+    assert switched == [TreeShape((1,))]
 
 
 def test_auto_with_a_random_draft_matches_vanilla_on_a_batch(target, layer):
@@ -535,6 +607,7 @@ def test_auto_on_cuda_graphs_matches_vanilla(tiny_llama):
         ("auto", {"scale_costs": "yes"}, "decode.auto.scale_costs must be true or false"),
         ("auto", {"race": 0}, "decode.auto.race must be a positive integer"),
         ("auto", {"race_tokens": "many"}, "decode.auto.race_tokens must be a positive integer"),
+        ("auto", {"prompts": 0}, "decode.auto.prompts must be a positive integer"),
     ],
 )
 def test_bad_settings_raise_one_line(tree_shape, auto, words):
@@ -581,7 +654,7 @@ def test_run_py_reports_the_tuned_shape_in_summary(tmp_path):
         "decode.auto.calib_tokens=16",
         "~decode@baseline",
         "data=pycode",
-        "data.num_samples=1",
+        "data.num_samples=2",
         "data.prompt_tokens=96",
         f"generation.max_new_tokens={MIN_TUNED_TOKENS + 4}",
     ]
@@ -598,6 +671,7 @@ def test_run_py_reports_the_tuned_shape_in_summary(tmp_path):
     (chosen,) = summary["tree_auto"]
     assert tuple(chosen["shape"]) in set(ShapeSpace([1, 2], 2, 128).shapes())
     assert chosen["prompt_tokens"] == 96 and chosen["tune_s"] > 0
+    assert chosen["calibration_prompts"] == 2  # the run's other sample too (plan)
 
 
 def test_benchmark_script_methods_and_table():
@@ -629,6 +703,6 @@ def test_calibration_leaves_the_probes_recording_out_of_the_round_cost(target, l
     subtracts it: a real round does none of it. Timing it leaves the log as it was."""
     text = [prompt(100, 8)]
     probe = ShapeProbe(layer, TreeShape((3, 3)), 31)
-    rounds, _ = calibrate(probe, target, text, Generation(30, ()), 0)
+    rounds, _ = calibrate(probe, target, [text], Generation(30, ()), 0)
     assert probe.log_s > 0
     assert int(probe.log.count) == rounds.count  # the timing's records were taken back

@@ -10,13 +10,13 @@
 # tar -xf draft.tar -C longspec/assets/glide-smollm2 to ship it).
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 LONGSPEC_CACHE=/tmp/lscache
-STEPS=${STEPS:-3200} GEN=${GEN:-4096} LIMIT=${LIMIT:-540}
+STEPS=${STEPS:-3200} GEN=${GEN:-4096} LIMIT=${LIMIT:-540} GENBATCH=${GENBATCH:-256} MICRO=${MICRO:-8}
 RUN=/tmp/train_long
 LOG=$OUT/train_long.log
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$LOG"
-echo "train.steps=$STEPS train.selfgen.n=$GEN" | tee -a "$LOG"
+echo "train.steps=$STEPS train.selfgen.n=$GEN train.selfgen.batch=$GENBATCH train.micro_batch=$MICRO" | tee -a "$LOG"
 timeout "$LIMIT" python3 train.py model=smollm2 train=default train.steps="$STEPS" \
-  train.selfgen.n="$GEN" train.work_dir=$RUN hydra.run.dir=$RUN train.save_path=$RUN/final \
+  train.selfgen.n="$GEN" train.selfgen.batch="$GENBATCH" train.micro_batch="$MICRO" train.work_dir=$RUN hydra.run.dir=$RUN train.save_path=$RUN/final \
   train.progress=false train.save_every=400 2>&1 | grep -v "it/s\]" >>"$LOG"
 echo "train.py exit ${PIPESTATUS[0]}" | tee -a "$LOG"
 FINAL=$RUN/final

@@ -58,6 +58,13 @@ class Rounds:
         kid_node[r, parent[r, j], k] = j + 1
         return cls(kid_tok.astype(np.int64), kid_lp.astype(np.float32), kid_node, choice)
 
+    @classmethod
+    def concat(cls, parts: list[Rounds]) -> Rounds:
+        """The rounds of several calibration decodes of the same wide tree, in order."""
+        return cls(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__)
+        )
+
     @property
     def count(self) -> int:
         return self.kid_tok.shape[0]

@@ -2,8 +2,10 @@
 
 ``auto`` tunes once per (target, batch size, prompt-length bucket, sampling settings), on
 the first decode of at least MIN_TUNED_TOKENS tokens, before that decode starts (the time
-goes to no decode's timer; it is reported as ``tune_s``). Shorter decodes (warm-ups) use
-the shape tuned for the nearest bucket, else a one-node chain.
+goes to no decode's timer; it is reported as ``tune_s``). It calibrates on that decode's
+prompts and, when the run announced them (``plan``), on more of the prompts to come in the
+same bucket: up to ``prompts`` in all, in batches of the decode's size. Shorter decodes
+(warm-ups) use the shape tuned for the nearest bucket, else a one-node chain.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ AUTO_SETTINGS = {
     "scale_costs",
     "race",
     "race_tokens",
+    "prompts",
 }
 
 
@@ -51,15 +54,21 @@ class FixedShape:
     ) -> TreeShape:
         return self.initial
 
+    def plan(self, prompts: list[list[int]]) -> None:
+        """A fixed shape needs no look at the prompts."""
+
+    tunes = 0  # times a shape was tuned (never)
+
     def describe(self) -> dict:
         return {}
 
 
 class AutoShape:
-    """Measure, on the first prompt, the round costs and the draft's acceptance; rank the
-    shapes of ``space`` by expected tokens/s; decode ``race_tokens`` tokens with each of
-    the ``race`` finalists (best predicted of each size class) and use the fastest
-    (``race=1``: the best predicted, no race)."""
+    """Measure, on held-out text of up to ``prompts`` prompts, the round costs and the
+    draft's acceptance; rank the shapes of ``space`` by expected tokens/s; decode
+    ``race_tokens`` tokens (spread over those prompts) with each of the ``race`` finalists
+    (best predicted of each size class) and use the fastest (``race=1``: the best
+    predicted, no race)."""
 
     initial = TreeShape((1,))
 
@@ -72,6 +81,7 @@ class AutoShape:
         scale_costs: bool = False,
         race: int = 4,
         race_tokens: int = 64,
+        prompts: int = 4,
     ):
         self.space = ShapeSpace(widths, max_depth, max_nodes)
         if not isinstance(scale_costs, bool):
@@ -82,7 +92,18 @@ class AutoShape:
             raise ValueError(f"decode.auto.calib_tokens must be at least 2, got {calib_tokens}")
         self.race = positive_int("race", race)
         self.race_tokens = positive_int("race_tokens", race_tokens)
+        self.prompts = positive_int("prompts", prompts)
         self.tuned: dict[tuple, dict] = {}
+        self.upcoming: list[list[int]] = []  # the run's prompts, when it announced them
+
+    @property
+    def tunes(self) -> int:
+        """Shapes tuned so far (one per key)."""
+        return len(self.tuned)
+
+    def plan(self, prompts: list[list[int]]) -> None:
+        """The prompts the run will decode: calibration may use those of a decode's bucket."""
+        self.upcoming = list(prompts)
 
     def shape_for(
         self,
@@ -99,7 +120,8 @@ class AutoShape:
                 return self._nearest(key, strategy.shape)
             from longspec.autoshape.tune import tune  # imports the decoding strategies
 
-            self.tuned[key] = tune(strategy, target, prompts, gen, pad_id, self)
+            groups = calibration_groups(prompts, self.upcoming, self.prompts)
+            self.tuned[key] = tune(strategy, target, groups, gen, pad_id, self)
         return TreeShape(self.tuned[key]["shape"])
 
     def _nearest(self, key: tuple, default: TreeShape) -> TreeShape:
@@ -114,9 +136,28 @@ class AutoShape:
 
 
 def _key(target: TargetModel, prompts: list[list[int]], gen: Generation) -> tuple:
-    """(target, batch, prompt bucket: next power of two, temperature, top_p)."""
-    longest = max(len(p) for p in prompts)
-    return (id(target), len(prompts), 1 << (longest - 1).bit_length(), gen.temperature, gen.top_p)
+    """(target, batch, prompt bucket, temperature, top_p)."""
+    return (id(target), len(prompts), _bucket(prompts), gen.temperature, gen.top_p)
+
+
+def _bucket(prompts: list[list[int]]) -> int:
+    """The longest prompt's length rounded up to a power of two."""
+    return 1 << (max(len(p) for p in prompts) - 1).bit_length()
+
+
+def calibration_groups(
+    batch: list[list[int]], upcoming: list[list[int]], count: int
+) -> list[list[list[int]]]:
+    """The batch about to be decoded, then batches of its size made of the upcoming prompts
+    of its bucket that it does not hold, in order: at most ``count`` prompts in all (whole
+    batches; the decode's own batch always)."""
+    size, bucket = len(batch), _bucket(batch)
+    others = [p for p in upcoming if p not in batch and _bucket([p]) == bucket]
+    groups = [batch]
+    while len(others) >= size and (len(groups) + 1) * size <= count:
+        groups.append(others[:size])
+        others = others[size:]
+    return groups
 
 
 def shape_policy(

@@ -167,20 +167,26 @@ def _choice(logits: Tensor, state: DecodeState) -> Tensor:
 def calibrate(
     probe: ShapeProbe,
     target: TargetModel,
-    prompts: list[list[int]],
+    groups: list[list[list[int]]],
     gen: Generation,
     pad_id: int,
     scale_costs: bool = False,
 ) -> tuple[Rounds, CostModel]:
-    """Decode the prompts with the probe (EOS ignored); its rounds and the cost model, whose
-    parts are fitted to the probe's timed rounds by a factor (``scale_costs``) or by a fixed
-    overhead per round (see ``longspec.autoshape.costs``)."""
+    """Decode each batch of prompts in ``groups`` with the probe (EOS ignored); the rounds
+    of all of them and the cost model, whose parts are fitted to the probe's timed rounds
+    by a factor (``scale_costs``) or by a fixed overhead per round (see
+    ``longspec.autoshape.costs``)."""
     calib = Generation(probe.rounds - 1, (), gen.temperature, gen.top_p, gen.seed)
     if target.graphs is not None:
-        probe.generate(target, prompts, calib, pad_id)  # capture the graphs, untimed
-    timer = PhaseTimer(target.device)
-    rows = probe.generate(target, prompts, calib, pad_id, timer)
-    per_row = [r.target_forwards - 1 for r in rows]  # rounds after the prefill
-    round_s = timer.decode_seconds() / max(max(per_row), 1) - probe.log_s
+        probe.generate(target, groups[0], calib, pad_id)  # capture the graphs, untimed
+    parts, seconds, steps = [], 0.0, 0
+    for prompts in groups:
+        timer = PhaseTimer(target.device)
+        rows = probe.generate(target, prompts, calib, pad_id, timer)
+        per_row = [r.target_forwards - 1 for r in rows]  # rounds after the prefill
+        parts.append(probe.log.rounds(per_row))
+        seconds += timer.decode_seconds()
+        steps += max(max(per_row), 1)
+    round_s = seconds / steps - probe.log_s
     fit = probe.costs.with_scale if scale_costs else probe.costs.with_overhead
-    return probe.log.rounds(per_row), fit(round_s, probe.shape.levels)
+    return Rounds.concat(parts), fit(round_s, probe.shape.levels)

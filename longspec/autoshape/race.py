@@ -4,8 +4,8 @@ The cost model and the replayed acceptance rank every shape of the space, but bo
 estimates: the acceptance comes from a short calibration and the costs from parts timed
 alone. Shapes of similar size are ranked by the same errors, so the finalists are the
 best predicted shape of each size class (draft nodes 1, 2-3, 4-7, 8-15, ...), and each of
-them decodes the calibration prompts for real, timed as the decode loop runs. The
-winner is the one with the most tokens/s.
+them decodes the held-out calibration text for real (every calibration batch in turn),
+timed as the decode loop runs. The winner is the one with the most tokens/s.
 """
 
 from __future__ import annotations
@@ -69,23 +69,27 @@ def finalists(ranked: list[Choice], count: int) -> list[Choice]:
 def race(
     strategy: TreeDecoding,
     target: TargetModel,
-    prompts: list[list[int]],
+    groups: list[list[list[int]]],
     gen: Generation,
     pad_id: int,
     choices: list[Choice],
     tokens: int,
 ) -> list[Lap]:
-    """Decode ``tokens`` new tokens of ``prompts`` (EOS ignored) with each choice's shape and
-    the strategy's draft; the laps in the order of ``choices``."""
+    """Decode ``tokens`` new tokens of each batch of prompts in ``groups`` (EOS ignored) with
+    each choice's shape and the strategy's draft; the laps (totals over the groups) in the
+    order of ``choices``."""
     timed = Generation(tokens, (), gen.temperature, gen.top_p, gen.seed)
     laps = []
     for choice in choices:
         runner = _runner(strategy, choice.shape)
         if target.graphs is not None:  # graph keys do not name the shape: capture anew
             target.graphs.clear()
-            runner.generate(target, prompts, replace(timed, max_new_tokens=WARMUP_TOKENS), pad_id)
+            warm = replace(timed, max_new_tokens=WARMUP_TOKENS)
+            runner.generate(target, groups[0], warm, pad_id)
         timer = PhaseTimer(target.device)
-        rows = runner.generate(target, prompts, timed, pad_id, timer)
+        rows = [
+            row for group in groups for row in runner.generate(target, group, timed, pad_id, timer)
+        ]
         new = sum(r.new_tokens for r in rows)
         forwards = sum(r.target_forwards for r in rows)
         laps.append(Lap(choice, new, timer.decode_seconds(), forwards))

@@ -26,24 +26,27 @@ log = logging.getLogger(__name__)
 def tune(
     strategy: TreeDecoding,
     target: TargetModel,
-    prompts: list[list[int]],
+    groups: list[list[list[int]]],
     gen: Generation,
     pad_id: int,
     policy: AutoShape,
 ) -> dict:
-    """Calibrate on ``prompts`` with the strategy's draft, rank policy.space by expected
-    tokens/s, race the finalists on the calibration prompts; the winner with what it
-    expected and measured, the race, the runners-up, the costs and acceptance profile."""
+    """Calibrate on held-out text of every batch of ``groups`` (the decode's own first)
+    with the strategy's draft, rank policy.space by expected tokens/s, race the finalists
+    on the same text; the winner with what it expected and measured, the race, the
+    runners-up, the costs and acceptance profile."""
     started = time.perf_counter()
     space = policy.space
     probe = ShapeProbe(
         strategy.layer, space.probe, policy.calib_tokens + 1, strategy.window, strategy.vocab_ids
     )
-    # One pooled cache for the probe and the decode after it (their graphs stay valid).
+    # One pooled cache for the probe and the decode after it (their graphs stay valid),
+    # sized for the longest prompt of any group.
     need = replace(gen, max_new_tokens=max(gen.max_new_tokens, policy.calib_tokens))
-    reserve_cache(target, prompts, need, space.probe.num_nodes)
-    calib_prompts = held_out(prompts, policy.calib_tokens)
-    rounds, costs = calibrate(probe, target, calib_prompts, gen, pad_id, policy.scale_costs)
+    longest = max((p for group in groups for p in group), key=len)
+    reserve_cache(target, [longest] * len(groups[0]), need, space.probe.num_nodes)
+    calib_groups = [held_out(group, policy.calib_tokens) for group in groups]
+    rounds, costs = calibrate(probe, target, calib_groups, gen, pad_id, policy.scale_costs)
     if target.graphs is not None:
         target.graphs.clear()  # the probe's graphs and those of the timings
     accepted = mean_accepted(rounds, space.extensions)
@@ -51,20 +54,26 @@ def tune(
     laps = []
     if policy.race > 1:
         finals = finalists(ranked, policy.race)
-        tokens = race_length(policy.race_tokens, prompts, calib_prompts, gen)
-        laps = race(strategy, target, calib_prompts, gen, pad_id, finals, tokens)
-    result = report(ranked, laps, rounds, costs, prompts) | {
+        share = -(-policy.race_tokens // len(groups))  # ceil: race tokens per group
+        tokens = min(
+            race_length(share, group, calib, gen)
+            for group, calib in zip(groups, calib_groups, strict=True)
+        )
+        laps = race(strategy, target, calib_groups, gen, pad_id, finals, tokens)
+    result = report(ranked, laps, rounds, costs, groups) | {
         "tune_s": round(time.perf_counter() - started, 2)
     }
     log.info(
         "tree_shape=auto: %s for %d-token prompts on %s (expects %.2f tokens/round, "
-        "%.1f tokens/s; %d calibration rounds, %d finalists raced; tuned in %.1f s)",
+        "%.1f tokens/s; %d calibration rounds over %d prompts, %d finalists raced; "
+        "tuned in %.1f s)",
         result["shape"],
         result["prompt_tokens"],
         target.device,
         result["predicted_tokens_per_round"],
         result["predicted_tokens_per_s"],
         rounds.count,
+        result["calibration_prompts"],
         len(laps),
         result["tune_s"],
     )
@@ -92,18 +101,20 @@ def report(
     laps: list[Lap],
     rounds: Rounds,
     costs: CostModel,
-    prompts: list[list[int]],
+    groups: list[list[list[int]]],
 ) -> dict:
     """The summary entry: the chosen shape (the race's winner, else the best predicted)
-    with its predictions, then how it was found."""
+    with its predictions, then how it was found (``groups``: the calibration batches, the
+    decode's own first)."""
     best = max(laps, key=lambda lap: lap.tokens_per_s).choice if laps else ranked[0]
     return {
         "shape": list(best.shape),
         "predicted_tokens_per_round": round(best.tokens_per_round, 3),
         "predicted_tokens_per_s": round(best.tokens_per_s, 2),
         "predicted_round_ms": round(best.round_s * 1e3, 3),
-        "prompt_tokens": max(len(p) for p in prompts),
-        "batch": len(prompts),
+        "prompt_tokens": max(len(p) for p in groups[0]),
+        "batch": len(groups[0]),
+        "calibration_prompts": sum(len(group) for group in groups),
         "calibration_rounds": rounds.count,
         "race": [lap.as_dict() for lap in laps],
         "predicted_best": [c.as_dict() for c in ranked[:6]],  # the model's own ranking

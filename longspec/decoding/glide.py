@@ -122,8 +122,9 @@ class TreeDecoding(_GlideBase):
         timer: PhaseTimer | None = None,
     ) -> list[RowResult]:
         """Decode with the policy's shape for these prompts (chosen before any timing)."""
+        tunes = self.policy.tunes
         shape = self.policy.shape_for(self, target, prompts, gen, pad_id)
-        if shape != self.shape:
+        if shape != self.shape or self.policy.tunes != tunes:  # tuning drops the graphs
             self._switch(shape, target, prompts, gen, pad_id)
         return super().generate(target, prompts, gen, pad_id, timer)
 
@@ -135,6 +136,10 @@ class TreeDecoding(_GlideBase):
             return
         target.graphs.clear()  # graph keys do not name the shape
         super().generate(target, prompts, replace(gen, max_new_tokens=4), pad_id)
+
+    def plan(self, prompts: list[list[int]]) -> None:
+        """Hand the run's prompts to the shape policy (``auto`` may calibrate on them)."""
+        self.policy.plan(prompts)
 
     def describe(self) -> dict:
         """Summary fields: what ``tree_shape=auto`` chose (nothing for a fixed shape)."""

@@ -27,6 +27,10 @@ class Strategy(Protocol):
     needs_draft: bool
     max_nodes: int  # draft nodes per round (the cache keeps room for them)
 
+    def plan(self, prompts: list[list[int]]) -> None:
+        """The prompts a run is about to decode, before its first decode (a hint: tuning
+        may look at them; decoding never depends on it)."""
+
     def setup(self, target: TargetModel, batch: int) -> None:
         """Allocate per-batch state (draft caches) before the prompt is prefilled."""
 
@@ -95,6 +99,9 @@ class LoopStrategy:
     def graph_state(self) -> list[Tensor]:
         """Tensors a graph warm-up may change that must be restored (see the loop)."""
         return []
+
+    def plan(self, prompts: list[list[int]]) -> None:
+        """Nothing to prepare (see :class:`Strategy`)."""
 
     def generate(
         self,
