@@ -29,7 +29,7 @@ from longspec.autoshape.policy import (
     shape_policy,
 )
 from longspec.autoshape.probe import ShapeProbe, calibrate
-from longspec.autoshape.race import Lap, finalists, race, size_class
+from longspec.autoshape.race import Lap, finalists, race, size_class, winner
 from longspec.autoshape.search import Choice, ShapeSpace, rank
 from longspec.autoshape.tune import held_out, race_length, report
 from longspec.bench.timing import Timing
@@ -385,6 +385,17 @@ def test_the_race_winner_is_the_fastest_measured_not_the_best_predicted():
     assert report(predicted, [], hand_rounds(), costs, [[[1]]])["shape"] == [4, 4]  # race=1
 
 
+def test_finalists_within_the_margin_tie_and_the_fewest_nodes_win():
+    shapes = [(4, 4), (2, 2), (1,), (3,)]
+    measured = [(100, 1.0, 10), (97, 1.0, 10), (90, 1.0, 10), (97, 1.0, 10)]
+    laps = [Lap(Choice(s, 2.0, 0.01), *m) for s, m in zip(shapes, measured, strict=True)]
+    assert winner(laps, 0.0).choice.shape == (4, 4)  # no margin: the fastest
+    assert winner(laps, 0.03).choice.shape == (3,)  # (2,2) and (3,) tie with it: fewest nodes
+    assert winner(laps, 0.2).choice.shape == (1,)
+    assert winner(laps[:2], 0.03).choice.shape == (2, 2)
+    assert winner([laps[1], laps[3]], 0.0).choice.shape == (3,)  # equal speed: fewer nodes
+
+
 def test_the_race_never_decodes_past_the_real_decodes_end():
     prompts, gen = [[1] * 300, [1] * 40], Generation(16, ())
     calib = held_out(prompts, 64)  # 236 and 20 tokens: 64 and 20 held out
@@ -608,6 +619,8 @@ def test_auto_on_cuda_graphs_matches_vanilla(tiny_llama):
         ("auto", {"race": 0}, "decode.auto.race must be a positive integer"),
         ("auto", {"race_tokens": "many"}, "decode.auto.race_tokens must be a positive integer"),
         ("auto", {"prompts": 0}, "decode.auto.prompts must be a positive integer"),
+        ("auto", {"race_margin": 1.0}, r"decode.auto.race_margin must be a number in \[0, 1\)"),
+        ("auto", {"race_margin": "x"}, r"decode.auto.race_margin must be a number in \[0, 1\)"),
     ],
 )
 def test_bad_settings_raise_one_line(tree_shape, auto, words):

@@ -34,6 +34,7 @@ AUTO_SETTINGS = {
     "scale_costs",
     "race",
     "race_tokens",
+    "race_margin",
     "prompts",
 }
 
@@ -68,7 +69,8 @@ class AutoShape:
     draft's acceptance; rank the shapes of ``space`` by expected tokens/s; decode
     ``race_tokens`` tokens (spread over those prompts) with each of the ``race`` finalists
     (best predicted of each size class) and use the fastest (``race=1``: the best
-    predicted, no race)."""
+    predicted, no race). Finalists within ``race_margin`` of the fastest count as tied with
+    it, and the one with the fewest draft nodes wins."""
 
     initial = TreeShape((1,))
 
@@ -81,6 +83,7 @@ class AutoShape:
         scale_costs: bool = False,
         race: int = 4,
         race_tokens: int = 64,
+        race_margin: float = 0.03,
         prompts: int = 4,
     ):
         self.space = ShapeSpace(widths, max_depth, max_nodes)
@@ -92,6 +95,7 @@ class AutoShape:
             raise ValueError(f"decode.auto.calib_tokens must be at least 2, got {calib_tokens}")
         self.race = positive_int("race", race)
         self.race_tokens = positive_int("race_tokens", race_tokens)
+        self.race_margin = _fraction("race_margin", race_margin)
         self.prompts = positive_int("prompts", prompts)
         self.tuned: dict[tuple, dict] = {}
         self.upcoming: list[list[int]] = []  # the run's prompts, when it announced them
@@ -133,6 +137,13 @@ class AutoShape:
 
     def describe(self) -> dict:
         return {"tree_auto": list(self.tuned.values())}
+
+
+def _fraction(name: str, value: object) -> float:
+    """``value`` as a float in [0, 1), or a one-line ValueError naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f"decode.auto.{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
 def _key(target: TargetModel, prompts: list[list[int]], gen: Generation) -> tuple:

@@ -5,7 +5,11 @@ estimates: the acceptance comes from a short calibration and the costs from part
 alone. Shapes of similar size are ranked by the same errors, so the finalists are the
 best predicted shape of each size class (draft nodes 1, 2-3, 4-7, 8-15, ...), and each of
 them decodes the held-out calibration text for real (every calibration batch in turn),
-timed as the decode loop runs. The winner is the one with the most tokens/s.
+timed as the decode loop runs. The winner is the one with the most tokens/s, but a
+finalist within a margin of it (the race's own noise: the same shape measured 1-4% apart
+in repeated races on an H200) counts as tied, and among tied finalists the one with the
+fewest draft nodes wins: its speed depends least on how much is accepted, and acceptance
+on the calibration text is what carries over worst to the text decoded next.
 """
 
 from __future__ import annotations
@@ -96,6 +100,14 @@ def race(
     if target.graphs is not None:
         target.graphs.clear()
     return laps
+
+
+def winner(laps: list[Lap], margin: float) -> Lap:
+    """The lap with the fewest draft nodes among those within ``margin`` (a fraction) of
+    the most tokens/s; ties on nodes go to the faster."""
+    fastest = max(lap.tokens_per_s for lap in laps)
+    tied = [lap for lap in laps if lap.tokens_per_s >= fastest * (1 - margin)]
+    return min(tied, key=lambda lap: (sum(lap.choice.shape), -lap.tokens_per_s))
 
 
 def _runner(strategy: TreeDecoding, shape: tuple[int, ...]) -> TreeDecoding:

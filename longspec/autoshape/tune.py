@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from longspec.autoshape.acceptance import Rounds, mean_accepted, rank_profile
 from longspec.autoshape.costs import CostModel
 from longspec.autoshape.probe import ShapeProbe, calibrate
-from longspec.autoshape.race import Lap, finalists, race
+from longspec.autoshape.race import Lap, finalists, race, winner
 from longspec.autoshape.search import Choice, rank
 from longspec.decoding.loop import reserve_cache
 from longspec.decoding.sampling import Generation
@@ -60,7 +60,7 @@ def tune(
             for group, calib in zip(groups, calib_groups, strict=True)
         )
         laps = race(strategy, target, calib_groups, gen, pad_id, finals, tokens)
-    result = report(ranked, laps, rounds, costs, groups) | {
+    result = report(ranked, laps, rounds, costs, groups, policy.race_margin) | {
         "tune_s": round(time.perf_counter() - started, 2)
     }
     log.info(
@@ -102,11 +102,12 @@ def report(
     rounds: Rounds,
     costs: CostModel,
     groups: list[list[list[int]]],
+    margin: float = 0.0,
 ) -> dict:
-    """The summary entry: the chosen shape (the race's winner, else the best predicted)
-    with its predictions, then how it was found (``groups``: the calibration batches, the
-    decode's own first)."""
-    best = max(laps, key=lambda lap: lap.tokens_per_s).choice if laps else ranked[0]
+    """The summary entry: the chosen shape (the race's winner, with ``margin`` as in
+    ``race.winner``; else the best predicted) with its predictions, then how it was found
+    (``groups``: the calibration batches, the decode's own first)."""
+    best = winner(laps, margin).choice if laps else ranked[0]
     return {
         "shape": list(best.shape),
         "predicted_tokens_per_round": round(best.tokens_per_round, 3),
