@@ -6,10 +6,11 @@ alone. Shapes of similar size are ranked by the same errors, so the finalists ar
 best predicted shape of each size class (draft nodes 1, 2-3, 4-7, 8-15, ...), and each of
 them decodes the held-out calibration text for real (every calibration batch in turn),
 timed as the decode loop runs. The winner is the one with the most tokens/s, but a
-finalist within a margin of it (the race's own noise: the same shape measured 1-4% apart
-in repeated races on an H200) counts as tied, and among tied finalists the one with the
-fewest draft nodes wins: its speed depends least on how much is accepted, and acceptance
-on the calibration text is what carries over worst to the text decoded next.
+finalist within a margin of it (finalists often race within 1-3% of each other, and the
+same shape's race timing moved by up to 12% between H200 runs) counts as tied, and among
+tied finalists the one with the fewest draft nodes wins: its speed depends least on how
+much is accepted, and acceptance on the calibration text is what carries over worst to
+the text decoded next.
 """
 
 from __future__ import annotations

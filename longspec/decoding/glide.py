@@ -92,8 +92,9 @@ class TreeDecoding(_GlideBase):
     """Beam tree: level l keeps the top-k_l (parent log-prob + token log-prob) children.
 
     ``tree_shape`` is the nodes per level, or ``"auto"``: measure this device's costs and
-    the draft's acceptance on the first prompt, then use the shape with the most expected
-    tokens/s (``longspec.autoshape``; its settings come from ``auto``).
+    the draft's acceptance on held-out text of the first decode's prompts (and of more of
+    the run's prompts, see ``plan``), then race the most promising shapes and use the
+    fastest (``longspec.autoshape``; its settings come from ``auto``).
     """
 
     def __init__(
