@@ -387,13 +387,22 @@ def test_the_race_winner_is_the_fastest_measured_not_the_best_predicted():
 
 def test_finalists_within_the_margin_tie_and_the_fewest_nodes_win():
     shapes = [(4, 4), (2, 2), (1,), (3,)]
-    measured = [(100, 1.0, 10), (97, 1.0, 10), (90, 1.0, 10), (97, 1.0, 10)]
+    measured = [(100, 1.0, 10), (97.5, 1.0, 10), (90, 1.0, 10), (97.5, 1.0, 10)]
     laps = [Lap(Choice(s, 2.0, 0.01), *m) for s, m in zip(shapes, measured, strict=True)]
     assert winner(laps, 0.0).choice.shape == (4, 4)  # no margin: the fastest
     assert winner(laps, 0.03).choice.shape == (3,)  # (2,2) and (3,) tie with it: fewest nodes
     assert winner(laps, 0.2).choice.shape == (1,)
     assert winner(laps[:2], 0.03).choice.shape == (2, 2)
     assert winner([laps[1], laps[3]], 0.0).choice.shape == (3,)  # equal speed: fewer nodes
+
+
+def test_a_race_lap_counts_what_its_rounds_committed_past_the_budget(target, layer):
+    """Decodes cut at a budget drop what their last round committed beyond it; the race
+    counts it, so short laps do not charge deep trees for rounds they paid in full."""
+    oracle = with_oracle(TreeDecoding, 0.0)(layer, (2, 2, 2))  # the target's own choices
+    text, gen = [prompt(60, 15)], Generation(3, ())
+    (row,) = oracle.generate(target, text, gen, 0)
+    assert row.new_tokens == 3 and 1 + sum(row.accept_lengths) == 1 + 4  # root + 3 accepted
 
 
 def test_the_race_never_decodes_past_the_real_decodes_end():
@@ -431,7 +440,8 @@ def test_the_race_sums_every_calibration_batch(target, layer):
     strategy = TreeDecoding(layer, "auto", auto=SMALL)
     laps = race(strategy, target, groups, Generation(64, ()), 0, choices, 8)
     assert [lap.choice for lap in laps] == choices
-    assert all(lap.tokens == 16 and lap.seconds > 0 for lap in laps)
+    # 8 tokens a batch, and what the last round of each committed past them (depth <= 2)
+    assert all(16 <= lap.tokens <= 16 + 2 * 2 and lap.seconds > 0 for lap in laps)
     assert all(2 * 3 <= lap.forwards <= 16 for lap in laps)  # per batch: prefill + >= 2 rounds
 
 
@@ -457,7 +467,9 @@ def test_each_finalist_decodes_with_the_strategys_draft_and_is_timed(target, mon
     choices = [Choice((2, 1), 2.0, 0.01), Choice((), 1.0, 0.01)]
     laps = race(strategy, target, [texts], Generation(64, (2,)), 0, choices, 10)
     assert [lap.choice for lap in laps] == choices
-    assert all(lap.tokens == 20 and lap.seconds > 0 for lap in laps)  # EOS is ignored
+    assert all(lap.seconds > 0 for lap in laps)
+    assert laps[1].tokens == 20  # EOS is ignored; no draft: nothing past the budget
+    assert 20 <= laps[0].tokens <= 20 + 2 * 2  # + what the last rounds committed past it
     assert laps[1].forwards == 20  # no draft: one token per forward, prefill included
     assert all(2 <= lap.forwards <= 20 for lap in laps)
     got = [[r.output_ids[:10] for r in rows] for rows in outputs]

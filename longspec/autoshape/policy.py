@@ -3,8 +3,8 @@
 ``auto`` tunes once per (target, batch size, prompt-length bucket, sampling settings), on
 the first decode of at least MIN_TUNED_TOKENS tokens, before that decode starts (the time
 goes to no decode's timer; it is reported as ``tune_s``). It calibrates on that decode's
-prompts and, when the run announced them (``plan``), on more of the prompts to come in the
-same bucket: up to ``prompts`` in all, in batches of the decode's size. Shorter decodes
+prompts and, when the run announced its prompts (``plan``), on more of them in the same
+bucket: up to ``prompts`` in all, in batches of the decode's size. Shorter decodes
 (warm-ups) use the shape tuned for the nearest bucket, else a one-node chain.
 """
 
@@ -159,9 +159,9 @@ def _bucket(prompts: list[list[int]]) -> int:
 def calibration_groups(
     batch: list[list[int]], upcoming: list[list[int]], count: int
 ) -> list[list[list[int]]]:
-    """The batch about to be decoded, then batches of its size made of the upcoming prompts
-    of its bucket that it does not hold, in order: at most ``count`` prompts in all (whole
-    batches; the decode's own batch always)."""
+    """The batch about to be decoded, then batches of its size made of the run's prompts
+    (``upcoming``) of its bucket that it does not hold, in order: at most ``count`` prompts
+    in all (whole batches; the decode's own batch always)."""
     size, bucket = len(batch), _bucket(batch)
     others = [p for p in upcoming if p not in batch and _bucket([p]) == bucket]
     groups = [batch]

@@ -1,4 +1,4 @@
-"""Calibration: decode the first prompt with a wide beam tree, recording every round.
+"""Calibration: decode held-out prompts with a wide beam tree, recording every round.
 
 The probe is a :class:`TreeDecoding` of the widest, deepest shape of the search space. Each
 round it writes, into device buffers indexed by a device counter (so a round can still be
@@ -175,7 +175,8 @@ def calibrate(
     """Decode each batch of prompts in ``groups`` with the probe (EOS ignored); the rounds
     of all of them and the cost model, whose parts are fitted to the probe's timed rounds
     by a factor (``scale_costs``) or by a fixed overhead per round (see
-    ``longspec.autoshape.costs``)."""
+    ``longspec.autoshape.costs``). The parts are timed once, at the first batch's length;
+    the fit averages the rounds of every batch (prompts of one length bucket)."""
     calib = Generation(probe.rounds - 1, (), gen.temperature, gen.top_p, gen.seed)
     if target.graphs is not None:
         probe.generate(target, groups[0], calib, pad_id)  # capture the graphs, untimed

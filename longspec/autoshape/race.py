@@ -82,7 +82,9 @@ def race(
 ) -> list[Lap]:
     """Decode ``tokens`` new tokens of each batch of prompts in ``groups`` (EOS ignored) with
     each choice's shape and the strategy's draft; the laps (totals over the groups) in the
-    order of ``choices``."""
+    order of ``choices``. A lap counts every token its rounds committed, also those past
+    the budget that the last round of a row produced and the decode then dropped: short
+    decodes would otherwise charge deep trees for a round they paid in full."""
     timed = Generation(tokens, (), gen.temperature, gen.top_p, gen.seed)
     laps = []
     for choice in choices:
@@ -95,7 +97,7 @@ def race(
         rows = [
             row for group in groups for row in runner.generate(target, group, timed, pad_id, timer)
         ]
-        new = sum(r.new_tokens for r in rows)
+        new = sum(1 + sum(r.accept_lengths) for r in rows)  # the prefill's token + rounds
         forwards = sum(r.target_forwards for r in rows)
         laps.append(Lap(choice, new, timer.decode_seconds(), forwards))
     if target.graphs is not None:

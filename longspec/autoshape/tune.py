@@ -1,4 +1,4 @@
-"""Tune a beam tree's shape for this device, model pair and prompt (``tree_shape=auto``)."""
+"""Tune a beam tree's shape for this device, model pair and prompts (``tree_shape=auto``)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def tune(
     laps = []
     if policy.race > 1:
         finals = finalists(ranked, policy.race)
-        share = -(-policy.race_tokens // len(groups))  # ceil: race tokens per group
+        share = max(-(-policy.race_tokens // len(groups)), 2)  # per group; >= 1 round
         tokens = min(
             race_length(share, group, calib, gen)
             for group, calib in zip(groups, calib_groups, strict=True)

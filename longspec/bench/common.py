@@ -50,7 +50,9 @@ def time_method(strategy, target, prompts, gen: Generation, pad_id: int) -> dict
     A static target's pooled cache is sized for the longest prompt before the warm-up,
     so the graphs it captures are the ones the timed decodes replay."""
     reserve_cache(target, [max(prompts, key=len)], gen, getattr(strategy, "max_nodes", 0))
-    strategy.plan(prompts)
+    plan = getattr(strategy, "plan", None)  # optional for strategies from outside
+    if plan is not None:
+        plan(prompts)
     strategy.generate(
         target,
         prompts[:1],

@@ -29,7 +29,8 @@ class Strategy(Protocol):
 
     def plan(self, prompts: list[list[int]]) -> None:
         """The prompts a run is about to decode, before its first decode (a hint: tuning
-        may look at them; decoding never depends on it)."""
+        may look at them; decoding never depends on it). Optional: the runner skips a
+        strategy without it."""
 
     def setup(self, target: TargetModel, batch: int) -> None:
         """Allocate per-batch state (draft caches) before the prompt is prefilled."""
