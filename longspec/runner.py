@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from longspec.decoding.loop import reserve_cache
+from longspec.decoding.strategy import announce
 from longspec.errors import USER_ERRORS, Interrupted, NonFiniteLogits, OutOfMemory
 from longspec.metrics import PhaseTimer, environment, summarize
 from longspec.results import ResultsLog, read_json, write_json_atomic
@@ -197,9 +198,7 @@ def decode_all(strategy, target, samples, gen, pad_id, cfg, out: Path, tokenizer
     if done and todo:
         log.info("resume: %d sample(s) done, %d to go in %s", len(done), len(todo), out)
     vocab_size = getattr(target, "vocab_size", None)
-    plan = getattr(strategy, "plan", None)  # optional for strategies from outside (_target_)
-    if plan is not None:
-        plan([s.prompt_ids for s in todo])  # e.g. tree_shape=auto calibrates on them
+    announce(strategy, [s.prompt_ids for s in todo])  # e.g. tree_shape=auto calibrates on them
     if cfg.warmup and todo:
         warm_up(target, strategy, todo[: cfg.batch_size], todo, gen, pad_id)
     if target.device.type == "cuda":

@@ -55,10 +55,10 @@ class FixedShape:
     ) -> TreeShape:
         return self.initial
 
+    tunes = 0  # times a shape was tuned (never)
+
     def plan(self, prompts: list[list[int]]) -> None:
         """A fixed shape needs no look at the prompts."""
-
-    tunes = 0  # times a shape was tuned (never)
 
     def describe(self) -> dict:
         return {}

@@ -13,6 +13,7 @@ from longspec.build import build_strategy, build_target, resolve_device, resolve
 from longspec.data.sample import split_fitting
 from longspec.decoding.loop import reserve_cache
 from longspec.decoding.sampling import Generation
+from longspec.decoding.strategy import announce
 from longspec.loading import special_ids
 from longspec.metrics import PhaseTimer, environment, strategy_fields
 
@@ -50,9 +51,7 @@ def time_method(strategy, target, prompts, gen: Generation, pad_id: int) -> dict
     A static target's pooled cache is sized for the longest prompt before the warm-up,
     so the graphs it captures are the ones the timed decodes replay."""
     reserve_cache(target, [max(prompts, key=len)], gen, getattr(strategy, "max_nodes", 0))
-    plan = getattr(strategy, "plan", None)  # optional for strategies from outside
-    if plan is not None:
-        plan(prompts)
+    announce(strategy, prompts)
     strategy.generate(
         target,
         prompts[:1],

@@ -25,9 +25,6 @@ class HFGenerate:
     def __init__(self, prompt_lookup_num_tokens: int | None = None):
         self.prompt_lookup_num_tokens = prompt_lookup_num_tokens
 
-    def plan(self, prompts: list[list[int]]) -> None:
-        """Nothing to prepare (see ``Strategy.plan``)."""
-
     def generate(
         self,
         target: TargetModel,

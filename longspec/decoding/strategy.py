@@ -48,6 +48,14 @@ class Strategy(Protocol):
         """Tokens kept (B, P) at positions base + [0, n_keep) are now committed."""
 
 
+def announce(strategy: object, prompts: list[list[int]]) -> None:
+    """Hand a run's prompts to ``strategy.plan`` before its first decode, if it has one
+    (the hook is optional: vanilla and transformers' ``generate`` need no look ahead)."""
+    plan = getattr(strategy, "plan", None)
+    if plan is not None:
+        plan(prompts)
+
+
 def accept_proposal(
     prop: Proposal, logits: Tensor, state: DecodeState, sampled_chain: bool
 ) -> Acceptance:
@@ -100,9 +108,6 @@ class LoopStrategy:
     def graph_state(self) -> list[Tensor]:
         """Tensors a graph warm-up may change that must be restored (see the loop)."""
         return []
-
-    def plan(self, prompts: list[list[int]]) -> None:
-        """Nothing to prepare (see :class:`Strategy`)."""
 
     def generate(
         self,
