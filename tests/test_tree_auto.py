@@ -503,7 +503,8 @@ def test_auto_decodes_like_vanilla_and_reports_its_choice(target, layer, monkeyp
     monkeypatch.setattr(glide_module, "GlideDraft", oracle)
     texts, gen = [prompt(150, 3)], Generation(40, ())
     want = Vanilla().generate(target, texts, gen, 0)[0].output_ids
-    auto = TreeDecoding(layer, "auto", auto=SMALL)
+    # No margin: the winner must be the fastest lap (the margin rule has its own test).
+    auto = TreeDecoding(layer, "auto", auto=SMALL | {"race_margin": 0.0})
     short = auto.generate(target, texts, Generation(MIN_TUNED_TOKENS - 1, ()), 0)[0]
     assert auto.describe() == {"tree_auto": []}  # a warm-up-sized decode does not tune
     assert short.output_ids == want[: MIN_TUNED_TOKENS - 1]
