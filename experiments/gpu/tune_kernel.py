@@ -1,12 +1,15 @@
 """Tune the split-KV kernel's launch settings and profile a decode step (GPU).
 
-python experiments/gpu/tune_kernel.py OUT.json [grid]
+python experiments/gpu/tune_kernel.py OUT.json [grid|stages]
 Times ``split_attention_lse`` (tokens in flight read from the cache, tree mask) in CUDA
 graphs for verification-shaped (70 tokens) and step-shaped (1 token) calls against the
 time to read the keys/values once, for each launch setting; then profiles one eager vanilla
 step and one eager tree round of the Llama-3-8B shape at 32k to list where the time goes.
 ``grid``: only the grid-order comparison (``Launch.rows_first``) of a few settings, no
-profile.
+profile; ``stages``: a few settings at 2 and 3 stages (``Launch.stages``), no profile.
+(Session 9 compared TMA descriptor loads of the full key blocks with pointer loads here,
+``results/tune_kernel_h200_tma*.json``: no gain once the masked tail was unpipelined, so
+the project keeps pointer loads.)
 """
 
 from __future__ import annotations
@@ -29,13 +32,19 @@ CASES = [  # (name, Hq, Hkv, D, tokens, context)
     ("smollm2 verify 4k", 9, 3, 64, 70, 4608),
     ("smollm2 step 4k", 9, 3, 64, 1, 4608),
 ]
-SETTINGS = [
-    sk.Launch(m, n, w, s) for m, n, w, s in itertools.product([64, 128], [64, 128], [4, 8], [2, 3])
+SETTINGS = [  # each with ``s`` stages for every call, a decode step's too
+    sk.Launch(m, n, w, s, step_stages=s)
+    for m, n, w, s in itertools.product([64, 128], [64, 128], [4, 8], [2, 3])
 ]
 GRID_SETTINGS = [  # the best settings of tune_kernel_h200_v2.json, in both grid orders
-    sk.Launch(m, n, w, s, rows_first)
+    sk.Launch(m, n, w, s, step_stages=s, rows_first=rows_first)
     for m, n, w, s in [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 4, 2)]
     for rows_first in (False, True)
+]
+
+STAGE_SETTINGS = [  # pipeline depth with the masked tail unpipelined (session 9)
+    sk.Launch(m, n, w, s, step_stages=s)
+    for m, n, w, s in [(64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 4, 3), (128, 128, 8, 3)]
 ]
 
 
@@ -109,16 +118,17 @@ def _profile(fn, name: str) -> list[dict]:
     return [{"name": "total", "count": prof["kernels"], "us": prof["kernel_us"]}, *prof["top"]]
 
 
-def main(path: str, grid_only: bool) -> None:
+def main(path: str, mode: str) -> None:
     timing = Timing(torch.device("cuda"), reps=10, warmup=2)
     bandwidth = copy_bandwidth(timing, 2048)
     result = {"card": torch.cuda.get_device_name(), "bandwidth_gb_s": bandwidth}
-    result["tuning"] = tune(timing, bandwidth, GRID_SETTINGS if grid_only else SETTINGS)
-    if not grid_only:
+    settings = {"grid": GRID_SETTINGS, "stages": STAGE_SETTINGS}.get(mode, SETTINGS)
+    result["tuning"] = tune(timing, bandwidth, settings)
+    if not mode:
         result["profile"] = profile_rounds()
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:] == ["grid"])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "")

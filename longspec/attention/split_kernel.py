@@ -45,7 +45,13 @@ class Launch:
     max_block_m: int = 64  # query rows per program (a power of two >= 16)
     block_n: int = 64  # keys per loop step (a power of two >= 16)
     num_warps: int = 4
-    stages: int = 2  # software-pipelining depth of the key loop
+    # Software-pipelining depth of the key loop: ``stages`` for blocks of more than 16 query
+    # rows (verification, prefill), ``step_stages`` for up to 16 (a decode step). H200, with
+    # the masked tail unpipelined: Llama-8B shape, 70 tree tokens, 128 -> 103 us at 32k and
+    # 456 -> 408 us at 128k from 2 to 3 stages; one token at 32k 43 us at 2, 50 us at 3
+    # (results/tune_kernel_h200_tma_tail.json).
+    stages: int = 3
+    step_stages: int = 2
     # Grid order: the query-row blocks of one key split run next to each other, so the
     # split's keys come from HBM once and from L2 for the other blocks; False: every split
     # of one row block first. H200, Llama-8B shape, 70 tree tokens: 142 -> 133 us at 32k,
@@ -182,7 +188,10 @@ def _split_attention(
                 stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP, IN_FLIGHT, TREE,
                 PRECISION, True, EVEN_D,
             )  # fmt: skip
-        for n0 in tl.range(full_end, end, BLOCK_N, num_stages=STAGES):
+        # The masked tail (a block or two) is not pipelined: its buffers would add to the main
+        # loop's shared memory and leave room for fewer programs per multiprocessor (H200,
+        # 8B shape, 70 tokens at 32k: 140 -> 103 us at 3 stages, tune_kernel_h200_tma*.json).
+        for n0 in tl.range(full_end, end, BLOCK_N, num_stages=1):
             m_i, l_i, acc = _key_block(
                 n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row, tree_row,
                 stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP, IN_FLIGHT, TREE,
@@ -409,7 +418,8 @@ def split_attention_lse(
         TREE=tree_mask is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         # compiled kernels loop dynamically: a constant 0 keeps one binary for all lengths
         SPLIT_BLOCKS=split_len // block_n if INTERPRET else 0, DYNAMIC=not INTERPRET,
-        STAGES=LAUNCH.stages, EVEN_D=head_dim == _block_d(head_dim), MODE=mode,
+        STAGES=LAUNCH.step_stages if block_m <= 16 else LAUNCH.stages,
+        EVEN_D=head_dim == _block_d(head_dim), MODE=mode,
         N_SPLITS=n_splits if INTERPRET else 0, LSE_CHUNK=chunks[0], CHUNK=chunks[1],
         MERGE_STAGES=MERGE_STAGES, ROWS_FIRST=LAUNCH.rows_first, num_warps=LAUNCH.num_warps,
     )  # fmt: skip
