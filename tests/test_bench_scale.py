@@ -12,9 +12,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM
 
-from longspec.attention import eager_attention
+from longspec.attention import HybridAttention, eager_attention, sdpa_attention
 from longspec.bench.scale import bench
-from longspec.bench.scale_setup import kv_bytes
+from longspec.bench.scale_measure import attention_call
+from longspec.bench.scale_setup import kv_bytes, long_context
+from longspec.models.glide_io import random_glide
 from longspec.models.random_weights import random_model, shape_config, weight_bytes
 from longspec.models.target import TargetModel
 from longspec.resolvers import register_resolvers
@@ -116,3 +118,20 @@ def test_context_that_does_not_fit_is_skipped(monkeypatch: pytest.MonkeyPatch, c
     assert scale_run.skipped_lines([row]) == [
         "context 131072 skipped: needs about 99 GiB, 1 GiB free"
     ]
+
+
+@pytest.mark.parametrize("backend", [sdpa_attention, HybridAttention()])
+def test_verification_attention_is_timed_as_the_target_runs_it(backend) -> None:
+    """The breakdown times the tree's attention with its keys written into the buffer and
+    read in one pass (as verification runs it); that computes what the prefix + tree split
+    of the backend comparison computes, on the same inputs."""
+    hf = random_model(shape_config("tiny"), torch.float32, "cpu")
+    draft = random_glide(hf.config, 0, torch.float32, torch.device("cpu"))
+    lc = long_context(hf, draft, backend, 256, [2, 2], graphs=False)
+    split, args = attention_call(lc, backend, in_flight=False)
+    want = split(*args)  # (1, Hq, N+1, D)
+    in_flight, same_args = attention_call(lc, backend, in_flight=True)
+    assert all(torch.equal(a, b) for a, b in zip(args, same_args, strict=True))
+    slots = lc.state.cache.layer(0)[0][0, :, 256 : 256 + args[0].shape[2]]  # (Hkv, N+1, D)
+    assert torch.equal(slots, args[1][0])  # the tree's keys sit at slots context + i
+    assert (in_flight(*same_args) - want).abs().max() <= 1e-5

@@ -3,6 +3,8 @@ tree attention of one layer per backend, and cache memory."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -49,7 +51,8 @@ def time_phases(lc: LongContext, timing: Timing) -> dict:
     accept = timing.median(
         lambda: _commit(state, tree, tokens, tree.accept(prop, logits, state)), before=lc.reset
     )
-    layer = _attention_seconds(lc, timing, t.attention, graphs=t.graphs is not None)
+    graphs = t.graphs is not None
+    layer = _attention_seconds(lc, timing, t.attention, graphs, in_flight=True)
     attention = layer * t.n_layers
     return {
         "tree_nodes": tokens.shape[1],
@@ -73,26 +76,47 @@ def time_attention(lc: LongContext, timing: Timing, backends: dict[str, Attentio
 
 
 def _attention_seconds(
-    lc: LongContext, timing: Timing, backend: AttentionBackend, graphs: bool
+    lc: LongContext,
+    timing: Timing,
+    backend: AttentionBackend,
+    graphs: bool,
+    in_flight: bool = False,
 ) -> float:
-    """Median seconds of the tree's queries over layer 0's prefix (as the static target
-    sees it: every slot, masked by length) plus the tree's own keys under its mask."""
-    q, k_new, v_new, mask = _tree_inputs(lc)
-    lc.reset()
-    cache = lc.state.cache
-    prefix = cache.prefix(0, lengths=cache.lengths, max_len=cache.capacity)
-
-    def call(q: Tensor, k: Tensor, v: Tensor, m: Tensor) -> Tensor:
-        return backend(q, prefix, k, v, m)
-
+    """Median seconds of :func:`attention_call` (eager, or replayed as a CUDA graph)."""
+    call, args = attention_call(lc, backend, in_flight)
     if not graphs:
-        return timing.median(lambda: call(q, k_new, v_new, mask))
+        return timing.median(lambda: call(*args))
     pool = GraphCache()
     try:
-        return timing.median(lambda: pool.run("attention", call, q, k_new, v_new, mask))
+        return timing.median(lambda: pool.run("attention", call, *args))
     finally:
         pool.clear()
         torch.cuda.empty_cache()
+
+
+def attention_call(
+    lc: LongContext, backend: AttentionBackend, in_flight: bool
+) -> tuple[Callable[..., Tensor], tuple[Tensor, ...]]:
+    """(call, its tensors): one layer's attention of the tree's queries over layer 0's
+    prefix (as the static target sees it: every slot, masked by length) plus the tree's
+    own keys under its mask, from ``context`` committed tokens.
+
+    ``in_flight``: the tree's keys are first written at slots context + i of the buffer and
+    read from there (``Prefix.in_flight_cached``), as the target's verification runs them;
+    else they come apart from the prefix, whose result merges with theirs (the hybrid split
+    the backends are compared on)."""
+    q, k_new, v_new, mask = _tree_inputs(lc)
+    lc.reset()
+    cache = lc.state.cache
+    if in_flight:
+        cache.write(0, k_new, v_new, cache.lengths)  # (1, Hkv, N+1, D) at slots context + i
+    prefix = cache.prefix(0, lengths=cache.lengths, max_len=cache.capacity)
+    prefix.in_flight_cached = in_flight
+
+    def call(q: Tensor, k: Tensor, v: Tensor, m: Tensor) -> Tensor:
+        return backend(q, prefix, k, v, m)  # (1, Hq, N+1, D)
+
+    return call, (q, k_new, v_new, mask)
 
 
 def _tree_inputs(lc: LongContext) -> tuple[Tensor, Tensor, Tensor, Tensor]:
