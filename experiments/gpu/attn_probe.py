@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
+from tune_kernel import graphed  # this folder (run as a script)
 
 from longspec.attention import split_kernel as sk
 from longspec.bench.timing import Timing
@@ -102,16 +103,6 @@ def probe_call(q, k, v, bm, bn, warps, stages, tma, ws, target_programs=512):
         )  # fmt: skip
 
     return call, (o, lse)
-
-
-def graphed(fn, reps: int = 20):
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            fn()
-    return graph.replay
 
 
 def reference(q, k, v) -> torch.Tensor:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU session 9, sixth call (the second GGUF half, right after session9c.sh):
+# GPU session 9, sixth call (the second GGUF half, right after the fifth call, SHAPE=qwen14b session9a.sh):
 # tree_shape=auto (race laps counting every committed token, margin 3%) against five
 # fixed shapes, smollm2 + the shipped draft, 4 pycode prompts of 2k and of 4k tokens.
 set -uo pipefail
