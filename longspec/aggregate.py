@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from longspec.plotting import pyplot, save
+
 log = logging.getLogger(__name__)
 
 BASELINE_METHOD = "vanilla"
@@ -439,21 +441,12 @@ SWEEP_AXES: dict[str, Callable[[Mapping[str, Any]], float | None]] = {
 AXIS_LABELS = {"tree_size": "tree size (sum of tree_shape)", "gamma": "gamma (draft tokens)"}
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_speedup(jobs: list[Job], path: Path) -> Path | None:
     """One bar chart per task: speedup of each method per model."""
     rows, tasks, cells = table_layout(jobs)
     if not any(j.speedup is not None for j in jobs):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     models = list(dict.fromkeys(m for m, _ in rows))
     methods = list(dict.fromkeys(meth for _, meth in rows))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 + 2 * len(models) * len(tasks), 4))
@@ -468,18 +461,11 @@ def plot_speedup(jobs: list[Job], path: Path) -> Path | None:
         ax.set_title(task)
         ax.set_ylabel("speedup over vanilla")
     axes[-1].legend(fontsize="small")
-    return _save(fig, plt, path)
+    return save(fig, plt, path)
 
 
 def _speedup_or_nan(job: Job | None) -> float:
     return float("nan") if job is None or job.speedup is None else float(job.speedup)
-
-
-def _save(fig: Any, plt: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def plot_against(jobs: list[Job], axis: str, path: Path) -> Path | None:
@@ -489,7 +475,7 @@ def plot_against(jobs: list[Job], axis: str, path: Path) -> Path | None:
     points = [(x, j) for x, j in points if x is not None]
     if len({x for x, _ in points}) < 2:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     lines = _group(points, lambda p: f"{p[1].model} {p[1].task} {p[1].decode}")
     for label, line in lines.items():
@@ -501,7 +487,7 @@ def plot_against(jobs: list[Job], axis: str, path: Path) -> Path | None:
         ax.set_xlabel(AXIS_LABELS[axis])
         ax.set_ylabel(METRIC_HEADERS[metric])
     axes[0].legend(fontsize="small")
-    return _save(fig, plt, path)
+    return save(fig, plt, path)
 
 
 def write_plots(jobs: list[Job], out: Path) -> list[Path]:

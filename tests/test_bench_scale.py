@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM
 
 from longspec.attention import HybridAttention, eager_attention, sdpa_attention
+from longspec.bench import scale_plot
 from longspec.bench.scale import bench
 from longspec.bench.scale_measure import attention_call
 from longspec.bench.scale_setup import kv_bytes, long_context
@@ -135,3 +136,26 @@ def test_verification_attention_is_timed_as_the_target_runs_it(backend) -> None:
     slots = lc.state.cache.layer(0)[0][0, :, 256 : 256 + args[0].shape[2]]  # (Hkv, N+1, D)
     assert torch.equal(slots, args[1][0])  # the tree's keys sit at slots context + i
     assert (in_flight(*same_args) - want).abs().max() <= 1e-5
+
+
+def test_breakdown_figure_is_written(tiny_result: tuple[dict, Path]) -> None:
+    _, out = tiny_result
+    figure = out.with_suffix(".png")
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_breakdown_figure_from_a_saved_result(tmp_path: Path, capsys) -> None:
+    """The CLI redraws from JSON; nothing measured, or a file it cannot read, is a one-line
+    error and exit 1."""
+    row = {"context": 8192, "vanilla_step_s": 0.005, "tree_round_s": 0.01, "draft_s": 0.003,
+           "verify_attention_s": 0.002, "verify_other_s": 0.004, "accept_commit_s": 0.001,
+           "tree_nodes": 69}  # fmt: skip
+    saved = tmp_path / "r.json"
+    saved.write_text(json.dumps({"shape": "llama8b", "rows": [row]}))
+    assert scale_plot.main([str(saved)]) == 0 and saved.with_suffix(".png").exists()
+    skipped = tmp_path / "s.json"
+    skipped.write_text(json.dumps({"rows": [{"context": 8192, "skipped": "out of memory"}]}))
+    assert scale_plot.main([str(skipped)]) == 1 and not skipped.with_suffix(".png").exists()
+    assert scale_plot.main([str(tmp_path / "missing.json")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "Traceback" not in err

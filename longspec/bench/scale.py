@@ -32,6 +32,7 @@ def attention_backend(name: str):
 
 def bench(cfg: DictConfig) -> dict:
     """Run every context of cfg; write the JSON after each; print the tables at the end."""
+    from longspec.bench.scale_plot import plot_breakdown
     from longspec.bench.scale_run import run
 
     out = Path(cfg.out or Path(HydraConfig.get().runtime.output_dir) / "scale.json")
@@ -44,6 +45,8 @@ def bench(cfg: DictConfig) -> dict:
     result = run(cfg, save)
     print(result["tables"])
     print(f"wrote {out}")
+    if cfg.plot and (figure := plot_breakdown(result, out.with_suffix(".png"))):
+        print(f"wrote {figure}")
     return {**result, "config": config}
 
 
