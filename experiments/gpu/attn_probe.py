@@ -3,11 +3,13 @@
 python experiments/gpu/attn_probe.py OUT.json
 The 70 tree tokens of a Llama-8B-shaped layer (32 query heads, 8 KV heads, head dim 128)
 over a full prefix of 8k / 32k / 128k cached keys, no mask: the bulk of the verification's
-attention, which ``split_kernel`` runs at ~280 TFLOP/s. Times, in CUDA graphs, the project's
-``split_attention_lse`` and a bare split-K probe kernel in two load styles (pointer loads of
-K as (D, BN), as the project does; TMA tensor descriptors of K and V as (BN, D) tiles) over
-block sizes, warps, pipeline depth and Hopper warp specialisation, plus cuDNN's attention
-(through sdpa, GQA expanded) as the card's reference. Prints TFLOP/s per variant.
+attention, which ``split_kernel`` ran at ~290 TFLOP/s when this probe was written (~365
+after the pipelining fix it led to; see ``tune_kernel.py stages``). Times, in CUDA graphs,
+the project's ``split_attention_lse`` and a bare split-K probe kernel in two load styles
+(pointer loads of K as (D, BN), as the project does; TMA tensor descriptors of K and V as
+(BN, D) tiles) over block sizes, warps, pipeline depth and Hopper warp specialisation, plus
+sdpa's cuDNN, flash and memory-efficient attention (GQA expanded) as the card's references.
+Prints TFLOP/s per variant.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable, Iterator
 
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 from triton.tools.tensor_descriptor import TensorDescriptor
 from tune_kernel import graphed  # this folder (run as a script)
 
@@ -77,7 +81,10 @@ def _probe(
     tl.store(lse_ptr + split * n_rows + flat, m_i + tl.log2(l_i), row_ok)
 
 
-def probe_call(q, k, v, bm, bn, warps, stages, tma, ws, target_programs=512):
+def probe_call(
+    q: Tensor, k: Tensor, v: Tensor, bm: int, bn: int, warps: int, stages: int, tma: bool,
+    ws: bool, target_programs: int = 512,
+) -> tuple[Callable[[], None], tuple[Tensor, Tensor]]:  # fmt: skip
     """A callable running the probe kernel (partials only, no merge) on q (Hq, T, D),
     k/v (Hkv, S, D)."""
     hq, n_tokens, d = q.shape
@@ -114,12 +121,13 @@ def reference(q, k, v) -> torch.Tensor:
     return w @ vv
 
 
-def merged(o, lse, shape) -> torch.Tensor:
+def merged(o: Tensor, lse: Tensor, shape: torch.Size) -> Tensor:
+    """Exact merge of the probe's partials o (S, rows, D), lse (S, rows) (log2 units)."""
     w = torch.softmax(lse * math.log(2), 0)  # (S, rows)
     return (w[..., None] * o).sum(0).view(shape)
 
 
-def variants(q, k, v):
+def variants(q: Tensor, k: Tensor, v: Tensor) -> Iterator[tuple[str, Callable, Callable]]:
     """(name, callable, output callable) of every variant for one context."""
     hq, hkv = q.shape[0], k.shape[0]
     lengths = torch.tensor([k.shape[1]], device="cuda")

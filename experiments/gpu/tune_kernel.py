@@ -122,13 +122,16 @@ def main(path: str, mode: str) -> None:
     timing = Timing(torch.device("cuda"), reps=10, warmup=2)
     bandwidth = copy_bandwidth(timing, 2048)
     result = {"card": torch.cuda.get_device_name(), "bandwidth_gb_s": bandwidth}
-    settings = {"grid": GRID_SETTINGS, "stages": STAGE_SETTINGS}.get(mode, SETTINGS)
-    result["tuning"] = tune(timing, bandwidth, settings)
+    result["tuning"] = tune(timing, bandwidth, MODES[mode])
     if not mode:
         result["profile"] = profile_rounds()
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
 
 
+MODES = {"": SETTINGS, "grid": GRID_SETTINGS, "stages": STAGE_SETTINGS}
+
 if __name__ == "__main__":
+    if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in MODES):
+        sys.exit("usage: tune_kernel.py OUT.json [grid|stages]")
     main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "")

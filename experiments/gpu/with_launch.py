@@ -1,8 +1,8 @@
 """Run a module with the split-KV kernel's launch settings changed (GPU experiments).
 
-python experiments/gpu/with_launch.py tma=0 stages=3 -- -m longspec.bench.scale shape=llama8b
+python experiments/gpu/with_launch.py stages=2 step_stages=2 -- -m longspec.bench.scale shape=tiny
 Each ``field=value`` before ``--`` sets a field of ``split_kernel.Launch`` (integers; 0/1
-for the flags); what follows ``--`` is run as ``python -m MODULE ARGS``.
+for ``rows_first``); what follows ``-- -m`` is run as ``python -m MODULE ARGS``.
 """
 
 from __future__ import annotations
@@ -13,11 +13,17 @@ import sys
 
 from longspec.attention import split_kernel
 
+USAGE = "usage: with_launch.py FIELD=VALUE ... -- -m MODULE [ARGS ...]"
+
 
 def main(argv: list[str]) -> None:
+    if "--" not in argv or argv[argv.index("--") + 1 : argv.index("--") + 2] != ["-m"]:
+        sys.exit(USAGE)
     cut = argv.index("--")
     fields = dict(item.split("=", 1) for item in argv[:cut])
     kinds = {f.name: f.type for f in dataclasses.fields(split_kernel.Launch)}
+    if unknown := sorted(set(fields) - set(kinds)):
+        sys.exit(f"with_launch.py: Launch has no field {unknown}; fields: {sorted(kinds)}")
     cast = {k: bool(int(v)) if kinds[k] == "bool" else int(v) for k, v in fields.items()}
     launch = split_kernel.Launch(**cast)
     split_kernel.LAUNCH = launch

@@ -3,7 +3,8 @@
 ``python -m longspec.bench.scale shape=llama8b contexts=[8192,32768,131072] out=x.json``
 builds the model straight on the device, fills the KV cache to each context and times one
 vanilla step against its memory floor, one tree round, the verification, the tree attention
-of one layer per backend and the cache memory; it prints markdown tables and writes JSON.
+of one layer per backend and the cache memory; it prints markdown tables, writes JSON and
+draws the round's phases per context beside it (``<out>.png``).
 """
 
 from __future__ import annotations

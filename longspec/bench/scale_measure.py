@@ -16,7 +16,10 @@ from longspec.decoding.proposal import Proposal
 from longspec.models.graphs import GraphCache
 from longspec.tree import ancestor_mask
 
-GRAPH_REPEAT = 10  # attention calls per captured graph when one layer's attention is timed
+# Attention calls per captured graph when one layer's attention is timed. The repeats
+# re-read one layer's keys, which at 8k (32 MiB in the 8B shape) fit the H200's L2; the
+# verification reads each layer's from memory. The 70-token attention is compute-bound.
+GRAPH_REPEAT = 10
 
 
 def measure_context(lc: LongContext, timing: Timing, backends: dict[str, AttentionBackend]) -> dict:

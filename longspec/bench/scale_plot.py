@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from longspec.bench.scale_report import measured_rows
 from longspec.plotting import pyplot, save
 
 MS = 1e3
@@ -25,7 +26,7 @@ PHASES = (
 def plot_breakdown(result: dict, path: Path) -> Path | None:
     """Per context: the vanilla step, the phases of a tree round stacked, and the round as
     the decode loop runs it (one CUDA graph). None when no context was measured."""
-    rows = [r for r in result.get("rows", []) if "skipped" not in r]
+    rows = measured_rows(result.get("rows", []))
     if not rows:
         return None
     plt = pyplot()
@@ -41,12 +42,16 @@ def plot_breakdown(result: dict, path: Path) -> Path | None:
     fused = [r["tree_round_s"] * MS for r in rows]
     ax.scatter([x + 0.2 for x in xs], fused, marker="_", s=900, color="black", zorder=3,
                label="round as the loop runs it (one graph)")  # fmt: skip
-    ax.set_xticks(list(xs), [f"{r['context'] // 1024}k" for r in rows])
+    ax.set_xticks(list(xs), [_tokens(r["context"]) for r in rows])
     ax.set_xlabel("context (tokens)")
     ax.set_ylabel("ms")
     ax.set_title(_title(result, rows), fontsize="small")
     ax.legend(fontsize="x-small", loc="upper left", markerscale=0.4)
     return save(fig, plt, path)
+
+
+def _tokens(context: int) -> str:
+    return f"{context // 1024}k" if context >= 1024 else str(context)
 
 
 def _title(result: dict, rows: list[dict]) -> str:
@@ -66,7 +71,11 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as err:
         print(f"scale_plot: cannot read {src}: {err}", file=sys.stderr)
         return 1
-    written = plot_breakdown(result, out)
+    try:
+        written = plot_breakdown(result, out)
+    except (AttributeError, KeyError, TypeError) as err:
+        print(f"scale_plot: {src} is not a scale benchmark result ({err!r})", file=sys.stderr)
+        return 1
     print(f"wrote {written}" if written else f"scale_plot: no measured context in {src}")
     return 0 if written else 1
 

@@ -29,7 +29,7 @@ def main_table(rows: list[dict], taus: dict) -> str:
     head = ["context", "vanilla step ms", "floor ms", "step/floor", "tree round ms"]
     head += ["round/step", "verify ms", "verify/step", *proj]
     lines = _header(head)
-    for r in _measured(rows):
+    for r in measured_rows(rows):
         cells = [r["context"], _ms(r["vanilla_step_s"]), _ms(r["floor_s"])]
         cells += [f"{r['step_over_floor']:.2f}", _ms(r["tree_round_s"])]
         cells += [f"{r['round_over_step']:.2f}", _ms(r["verify_s"])]
@@ -49,7 +49,7 @@ def breakdown_table(rows: list[dict]) -> str:
         "round ms (as the loop runs it)",
     ]
     lines = _header(head)
-    for r in _measured(rows):
+    for r in measured_rows(rows):
         total = r["draft_s"] + r["verify_s"] + r["accept_commit_s"]
         cells = [r["context"], _ms(r["draft_s"]), _ms(r["verify_s"])]
         cells += [_ms(r["verify_attention_s"]), _ms(r["verify_other_s"])]
@@ -60,7 +60,7 @@ def breakdown_table(rows: list[dict]) -> str:
 
 def attention_memory_table(rows: list[dict], plain: str) -> str:
     """(d) one layer's tree attention per backend (ratio to ``plain``) and (e) memory."""
-    measured = _measured(rows)
+    measured = measured_rows(rows)
     names = list(measured[0]["attention_layer_s"]) if measured else []
     others = [n for n in names if n != plain] if plain in names else []
     head = ["context", *(f"{n} ms (1 layer)" for n in names)]
@@ -80,7 +80,8 @@ def skipped_lines(rows: list[dict]) -> list[str]:
     return [f"context {r['context']} skipped: {r['skipped']}" for r in rows if "skipped" in r]
 
 
-def _measured(rows: list[dict]) -> list[dict]:
+def measured_rows(rows: list[dict]) -> list[dict]:
+    """The rows of contexts that were measured (not skipped)."""
     return [r for r in rows if "skipped" not in r]
 
 
