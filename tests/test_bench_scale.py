@@ -148,8 +148,8 @@ def test_breakdown_figure_is_written(tiny_result: tuple[dict, Path]) -> None:
 
 
 def test_breakdown_figure_from_a_saved_result(tmp_path: Path, capsys) -> None:
-    """The CLI redraws from JSON; nothing measured, or a file it cannot read, is a one-line
-    error and exit 1."""
+    """The CLI redraws from JSON; nothing measured, a file it cannot read or one that is
+    not a scale result is a one-line error and exit 1."""
     row = {"context": 8192, "vanilla_step_s": 0.005, "tree_round_s": 0.01, "draft_s": 0.003,
            "verify_attention_s": 0.002, "verify_other_s": 0.004, "accept_commit_s": 0.001,
            "tree_nodes": 69}  # fmt: skip
@@ -160,5 +160,9 @@ def test_breakdown_figure_from_a_saved_result(tmp_path: Path, capsys) -> None:
     skipped.write_text(json.dumps({"rows": [{"context": 8192, "skipped": "out of memory"}]}))
     assert scale_plot.main([str(skipped)]) == 1 and not skipped.with_suffix(".png").exists()
     assert scale_plot.main([str(tmp_path / "missing.json")]) == 1
+    other = tmp_path / "e2e.json"
+    other.write_text(json.dumps({"rows": [{"method": "vanilla"}]}))
+    assert scale_plot.main([str(other)]) == 1 and not other.with_suffix(".png").exists()
     err = capsys.readouterr().err
-    assert "cannot read" in err and "Traceback" not in err
+    assert "no measured context" in err and "cannot read" in err
+    assert "not a scale benchmark result" in err and "Traceback" not in err

@@ -17,9 +17,9 @@ USAGE = "usage: with_launch.py FIELD=VALUE ... -- -m MODULE [ARGS ...]"
 
 
 def main(argv: list[str]) -> None:
-    if "--" not in argv or argv[argv.index("--") + 1 : argv.index("--") + 2] != ["-m"]:
+    cut = argv.index("--") if "--" in argv else len(argv)
+    if argv[cut + 1 : cut + 2] != ["-m"]:
         sys.exit(USAGE)
-    cut = argv.index("--")
     fields = dict(item.split("=", 1) for item in argv[:cut])
     kinds = {f.name: f.type for f in dataclasses.fields(split_kernel.Launch)}
     if unknown := sorted(set(fields) - set(kinds)):

@@ -47,10 +47,9 @@ class Launch:
     num_warps: int = 4
     # Software-pipelining depth of the key loop: ``stages`` for blocks of more than 16 query
     # rows, ``step_stages`` for up to 16 (with the default max_block_m: verification and
-    # prefill against a decode step). H200, with
-    # the masked tail unpipelined: Llama-8B shape, 70 tree tokens, 128 -> 103 us at 32k and
-    # 456 -> 408 us at 128k from 2 to 3 stages; one token at 32k 43 us at 2, 50 us at 3
-    # (results/tune_kernel_h200_tma_tail.json).
+    # prefill against a decode step). H200, with the masked tail unpipelined: Llama-8B
+    # shape, 70 tree tokens, 128 -> 103 us at 32k and 456 -> 408 us at 128k from 2 to 3
+    # stages; one token at 32k 43 us at 2, 50 us at 3 (results/tune_kernel_h200_tma_tail.json).
     stages: int = 3
     step_stages: int = 2
     # Grid order: the query-row blocks of one key split run next to each other, so the

@@ -76,8 +76,11 @@ def main(argv: list[str]) -> int:
     except (AttributeError, KeyError, TypeError) as err:
         print(f"scale_plot: {src} is not a scale benchmark result ({err!r})", file=sys.stderr)
         return 1
-    print(f"wrote {written}" if written else f"scale_plot: no measured context in {src}")
-    return 0 if written else 1
+    if written is None:
+        print(f"scale_plot: no measured context in {src}", file=sys.stderr)
+        return 1
+    print(f"wrote {written}")
+    return 0
 
 
 if __name__ == "__main__":
