@@ -7,7 +7,8 @@ MLP's residual add. For one token of one row (a batch-1 decode step, ``gemv``) e
 projection is one matrix-vector kernel that also does the step before or after it: the
 q|k|v and gate|up projections normalise their input, the o and down projections add the
 residual, the down projection forms silu(gate) * up (``longspec.models.gemv``); a layer is
-then six kernels. The plain path
+then six kernels. Up to ``gemm_rows.MAX_ROWS`` rows (a tree's verification) take the same
+folded layer through ``longspec.models.gemm_rows``. The plain path
 (``TargetModel._layer``) stays the reference.
 
 The fused projection weights are single tensors, and the transformers modules' own
@@ -17,6 +18,7 @@ weights become views into them, so no weight memory is duplicated.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -65,9 +67,11 @@ class FusedLayers:
         n_heads: int,
         n_kv_heads: int,
         gemv: bool = True,
+        rows: bool = True,
     ):
         self.body = body
         self.gemv = gemv  # one-row steps through longspec.models.gemv
+        self.rows = rows  # up to gemm_rows.MAX_ROWS rows through longspec.models.gemm_rows
         self.attention = attention
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.qkv = [
@@ -90,11 +94,14 @@ class FusedLayers:
     ) -> Tensor:
         """Embeddings x (B, T, hidden) -> final-norm hidden states (B, T, hidden)."""
         from longspec.models.fused_kernels import add_rms_norm
-        from longspec.models.gemv import one_row
+        from longspec.models.gemm_rows import few_rows, gemm_rows
+        from longspec.models.gemv import gemv, one_row
 
         attend = (cos, sin, cache, prefix_args, start, new_mask)
         if self.gemv and one_row(x):
-            return self._one_row(x, attend)
+            return self._folded(x, attend, gemv)
+        if self.rows and few_rows(x):
+            return self._folded(x, attend, gemm_rows)
         delta = None  # what the next norm still has to add to the residual stream x
         for idx, layer in enumerate(self.body.layers):
             norm = layer.input_layernorm
@@ -108,21 +115,23 @@ class FusedLayers:
         norm = self.body.norm
         return add_rms_norm(x, delta, norm.weight, norm.variance_epsilon)[1]
 
-    def _one_row(self, x: Tensor, attend: tuple) -> Tensor:
-        """The same stack for one token of one row: every projection one gemv kernel, with
-        the norms, the activation and the residual adds folded into them."""
+    def _folded(self, x: Tensor, attend: tuple, project: Callable[..., Tensor]) -> Tensor:
+        """The same stack with the norms, the activation and the residual adds folded into
+        the projections: ``project`` is ``gemv`` (one token of one row) or ``gemm_rows``
+        (a few rows), one kernel per projection."""
         from longspec.models.fused_kernels import add_rms_norm
-        from longspec.models.gemv import RowNorm, gemv
+        from longspec.models.gemv import RowNorm
 
         for idx, layer in enumerate(self.body.layers):
             norm, attn = layer.input_layernorm, layer.self_attn
             weight, bias = self.qkv[idx]
-            qkv = gemv(x, weight, bias, norm=RowNorm(norm.weight, norm.variance_epsilon))
-            o = self._attention(idx, qkv, *attend)  # (1, 1, Hq * D)
-            x = gemv(o, attn.o_proj.weight, attn.o_proj.bias, residual=x)  # (1, 1, hidden)
+            qkv = project(x, weight, bias, norm=RowNorm(norm.weight, norm.variance_epsilon))
+            o = self._attention(idx, qkv, *attend)  # (B, T, Hq * D)
+            x = project(o, attn.o_proj.weight, attn.o_proj.bias, residual=x)  # (B, T, hidden)
             norm, mlp = layer.post_attention_layernorm, layer.mlp
-            gate_up = gemv(x, self.gate_up[idx], norm=RowNorm(norm.weight, norm.variance_epsilon))
-            x = gemv(gate_up, mlp.down_proj.weight, mlp.down_proj.bias, x, silu_gate=True)
+            post = RowNorm(norm.weight, norm.variance_epsilon)
+            gate_up = project(x, self.gate_up[idx], norm=post)  # (B, T, 2I)
+            x = project(gate_up, mlp.down_proj.weight, mlp.down_proj.bias, x, silu_gate=True)
         norm = self.body.norm
         return add_rms_norm(x, None, norm.weight, norm.variance_epsilon)[1]
 

@@ -70,19 +70,21 @@ def _inverse_rms(x_ptr, eps, N_IN: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl
 
 @triton.jit
 def _input_block(
-    x_ptr, norm_ptr, inv_rms, cols, ok, n_in,
+    x_ptr, norm_ptr, inv_rms, offs, cols, ok, col_ok, n_in,
     NORM: tl.constexpr, SILU_GATE: tl.constexpr, EVEN: tl.constexpr,
 ):  # fmt: skip
-    """(BK,) float32 input columns: x, or its RMSNorm (weight round(x * inv_rms)), or
-    round(round(silu(gate)) * up) of [gate | up]."""
+    """Float32 input block at x_ptr + offs (columns cols of each row): x, or its RMSNorm
+    (weight round(x * inv_rms)), or round(round(silu(gate)) * up) of [gate | up] (up n_in
+    further along the row). One row: offs = cols (BK,), inv_rms a scalar; rows
+    (``gemm_rows``): offs (BM, BK), cols (1, BK), inv_rms (BM, 1)."""
     dtype = x_ptr.dtype.element_ty
-    x = _load(x_ptr + cols, ok, EVEN)
+    x = _load(x_ptr + offs, ok, EVEN)
     if NORM:
         normed = (x.to(tl.float32) * inv_rms).to(dtype)
-        w = _load(norm_ptr + cols, ok, EVEN)
+        w = _load(norm_ptr + cols, col_ok, EVEN)
         x = (w.to(tl.float32) * normed.to(tl.float32)).to(dtype)
     if SILU_GATE:
-        up = _load(x_ptr + n_in + cols, ok, EVEN)
+        up = _load(x_ptr + n_in + offs, ok, EVEN)
         g = x.to(tl.float32)
         act = (g / (1.0 + tl.exp(-g))).to(dtype)
         x = (act.to(tl.float32) * up.to(tl.float32)).to(dtype)
@@ -108,7 +110,9 @@ def _gemv(
     for k0 in tl.range(0, N_IN, BLOCK_K, num_stages=STAGES):
         cols = k0 + tl.arange(0, BLOCK_K)  # (BK,)
         col_ok = cols < N_IN
-        x = _input_block(x_ptr, norm_ptr, inv_rms, cols, col_ok, N_IN, NORM, SILU_GATE, EVEN)
+        x = _input_block(
+            x_ptr, norm_ptr, inv_rms, cols, cols, col_ok, col_ok, N_IN, NORM, SILU_GATE, EVEN
+        )  # (BK,)
         w_ptrs = w_ptr + rows[:, None] * s_w + cols[None, :]  # (BN, BK)
         w = _load(w_ptrs, row_ok[:, None] & col_ok[None, :], EVEN)
         acc += w.to(tl.float32) * x[None, :]

@@ -14,6 +14,7 @@ from longspec.decoding.vanilla import Vanilla
 from longspec.models.draft import FusedDraft, GlideDraft
 from longspec.models.fused_kernels import add_rms_norm, rotary_into_cache, silu_mul
 from longspec.models.fused_layer import FusedLayers
+from longspec.models.gemm_rows import RowsLaunch, few_rows, gemm_rows
 from longspec.models.gemv import GemvLaunch, RowNorm, gemv
 from longspec.models.glide_io import random_glide
 from longspec.models.rotary import apply_rotary
@@ -86,6 +87,64 @@ def test_gemv_matches_the_modules(launch, n_out, n_in):
     assert (got - want).abs().max() <= 1e-4
     with pytest.raises(ValueError, match="one row"):
         gemv(torch.randn(2, n_in), w, launch=launch)
+
+
+ROWS_LAUNCHES = [RowsLaunch(128, 32, 64, 4, 2), RowsLaunch(16, 16, 32, 4, 1)]
+
+
+@pytest.mark.parametrize("launch", ROWS_LAUNCHES)
+@pytest.mark.parametrize("n_rows,n_out,n_in", [(2, 32, 128), (19, 30, 200)])  # even, ragged
+def test_gemm_rows_matches_the_modules(launch, n_rows, n_out, n_in):
+    """Projection (+ bias) (+ residual) of a few rows, of their RMSNorm, of silu(gate) * up;
+    rows that differ in scale, so that each row's norm must be its own."""
+    gen = torch.Generator().manual_seed(n_rows)
+    w, bias = torch.randn(n_out, n_in, generator=gen), torch.randn(n_out, generator=gen)
+    scale = torch.rand(1, n_rows, 1, generator=gen) * 4 + 0.1
+    x = torch.randn(1, n_rows, n_in, generator=gen) * scale
+    res = torch.randn(1, n_rows, n_out, generator=gen)
+    lin = torch.nn.functional.linear
+    got = gemm_rows(x, w, bias, res, launch=launch)
+    assert (gemm_rows(x, w, launch=launch) - lin(x, w)).abs().max() <= 1e-4
+    assert (got - (lin(x, w, bias) + res)).abs().max() <= 1e-4
+    norm = torch.nn.RMSNorm(n_in, eps=1e-5)
+    norm.weight.data = torch.rand(n_in, generator=gen) + 0.5
+    got = gemm_rows(x, w, norm=RowNorm(norm.weight, norm.eps), launch=launch)
+    assert (got - lin(norm(x), w)).abs().max() <= 1e-4
+    gate_up = torch.randn(n_rows, 2 * n_in, generator=gen)
+    gate, up = gate_up.chunk(2, -1)
+    want = lin(torch.nn.functional.silu(gate) * up, w) + res[0]
+    got = gemm_rows(gate_up, w, None, res[0], silu_gate=True, launch=launch)
+    assert (got - want).abs().max() <= 1e-4
+    with pytest.raises(ValueError, match="rows of"):
+        gemm_rows(torch.randn(2, n_in + 1), w, launch=launch)
+
+
+def test_few_rows_takes_two_to_max_rows():
+    assert not few_rows(torch.zeros(1, 1, 8))  # one row: gemv's
+    assert few_rows(torch.zeros(1, 70, 8)) and few_rows(torch.zeros(2, 64, 8))
+    assert not few_rows(torch.zeros(1, 129, 8))  # a prefill chunk: cuBLAS
+    assert not few_rows(torch.zeros(1, 4, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_qwen2"])
+def test_few_row_layers_match_the_general_ones(name, request):
+    """A tree's verification through gemm_rows gives the logits of the cuBLAS path."""
+    model, _ = request.getfixturevalue(name)
+    target = TargetModel(model, TritonHybridAttention(min_prefix=0), static=True)
+    fused = FusedLayers(target.body, target.attention, target.n_heads, target.n_kv_heads)
+    target.fused = fused
+    prompt = torch.randint(3, target.vocab_size, (1, 17))
+    tokens = torch.randint(3, target.vocab_size, (1, 5))
+    depths = torch.tensor([[0, 1, 1, 2, 2]])
+    mask = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 0, 1, 0, 0],
+                         [1, 1, 0, 1, 0], [1, 0, 1, 0, 1]], dtype=torch.bool)[None]  # fmt: skip
+    outs = []
+    for use_rows in (False, True):
+        fused.rows = use_rows
+        cache = target.new_cache(1, 200)
+        target.prefill(prompt, torch.tensor([17]), cache)
+        outs.append(target.verify(tokens, depths, mask, cache).clone())  # (1, 5, V)
+    assert (outs[0] - outs[1]).abs().max() <= 1e-4
 
 
 @pytest.mark.parametrize("name", ["tiny_llama", "tiny_qwen2"])
