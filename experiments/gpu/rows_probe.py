@@ -10,7 +10,8 @@ graphed verification and tree round with it on and off.
    vanilla step, tree round, verification and draft levels with ``FusedLayers.rows`` off and
    on, in turns (off, on, off, on); best of each.
 
-    python experiments/gpu/rows_probe.py OUT.json [sweep=1] [rounds=smollm2:4096,llama8b:32768]
+    python experiments/gpu/rows_probe.py OUT.json [sweep=1] [launches=small|large]
+        [shapes=smollm2,llama8b] [rounds=smollm2:4096,llama8b:32768]
 """
 
 from __future__ import annotations
@@ -47,12 +48,23 @@ SHAPES = {  # shape: {projection: (outputs, inputs, input kind)}
         "down": (4096, 14336, "silu"),
     },
 }
-LAUNCHES = [  # (outputs, inner columns, stages) at up to 128 rows a program, then 64
-    *(RowsLaunch(128, n, k, 4, s) for n, k, s in itertools.product([16, 32, 64], [64, 128], [2])),
-    *(RowsLaunch(128, n, 64, 4, s) for n, s in itertools.product([32, 64], [1, 3])),
-    RowsLaunch(64, 32, 64, 4, 2),
-    RowsLaunch(64, 64, 64, 4, 2),
-]
+LAUNCHES = {
+    # first sweep (rows_probe_h200_sweep1.json): large row blocks, short inner steps
+    "large": [
+        *(
+            RowsLaunch(128, n, k, 4, s)
+            for n, k, s in itertools.product([16, 32, 64], [64, 128], [2])
+        ),
+        *(RowsLaunch(128, n, 64, 4, s) for n, s in itertools.product([32, 64], [1, 3])),
+        RowsLaunch(64, 32, 64, 4, 2),
+        RowsLaunch(64, 64, 64, 4, 2),
+    ],
+    # second: small row blocks (more programs), long inner steps (fewer dependent loads)
+    "small": [
+        RowsLaunch(m, n, k, 4, s)
+        for m, n, k, s in itertools.product([16, 32], [16, 32, 64], [128, 256, 512], [1, 2])
+    ],
+}
 
 
 def graph_seconds(fn, copies: int, timing: Timing) -> float:
@@ -76,7 +88,9 @@ def _inputs(n_out: int, n_in: int, kind: str, n_rows: int, copies: int):
     return w, x, res, norm
 
 
-def sweep_one(shape: str, name: str, n_rows: int, timing: Timing) -> list[dict]:
+def sweep_one(
+    shape: str, name: str, n_rows: int, launches: list[RowsLaunch], timing: Timing
+) -> list[dict]:
     n_out, n_in, kind = SHAPES[shape][name]
     copies = max(4, min(256, L2_CLEAR_BYTES // (n_out * n_in * 2)))
     w, x, res, norm = _inputs(n_out, n_in, kind, n_rows, copies)
@@ -88,7 +102,7 @@ def sweep_one(shape: str, name: str, n_rows: int, timing: Timing) -> list[dict]:
         return res + torch.nn.functional.linear(silu_mul(x) if kind == "silu" else x, w[i])
 
     rows = [key | {"launch": "cublas", "us": graph_seconds(cublas, copies, timing) * 1e6}]
-    for launch in LAUNCHES:
+    for launch in launches:
 
         def ours(i, launch=launch):
             if kind == "norm":
@@ -143,12 +157,14 @@ def main(argv: list[str]) -> None:
     result: dict = {"environment": environment(torch.device("cuda"))}
     result["default_launch"] = ROWS_LAUNCH.__dict__
     if opts.get("sweep", "1") == "1":
+        launches = LAUNCHES[opts.get("launches", "small")]
+        shapes = opts.get("shapes", ",".join(SHAPES)).split(",")
         result["sweep"] = [
             r
-            for shape, names in SHAPES.items()
-            for name in names
+            for shape in shapes
+            for name in SHAPES[shape]
             for n_rows in (16, 70)
-            for r in sweep_one(shape, name, n_rows, timing)
+            for r in sweep_one(shape, name, n_rows, launches, timing)
         ]
         with open(path, "w") as fh:
             json.dump(result, fh, indent=1)

@@ -4,5 +4,5 @@
 set -uo pipefail
 bash experiments/gpu/stage_gguf.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-(cd experiments/gpu && timeout 500 python3 rows_probe.py "$OUT/rows_probe_sweep.json" rounds= \
+(cd experiments/gpu && timeout 500 python3 rows_probe.py "$OUT/rows_probe_sweep.json" rounds= ${SWEEP_OPTS:-} \
   2>&1 | tee "$OUT/rows_probe_sweep.log" | grep -v Warning)

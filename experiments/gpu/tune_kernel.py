@@ -1,12 +1,13 @@
 """Tune the split-KV kernel's launch settings and profile a decode step (GPU).
 
-python experiments/gpu/tune_kernel.py OUT.json [grid|stages]
+python experiments/gpu/tune_kernel.py OUT.json [grid|stages|small]
 Times ``split_attention_lse`` (tokens in flight read from the cache, tree mask) in CUDA
 graphs for verification-shaped (70 tokens) and step-shaped (1 token) calls against the
 time to read the keys/values once, for each launch setting; then profiles one eager vanilla
 step and one eager tree round of the Llama-3-8B shape at 32k to list where the time goes.
 ``grid``: only the grid-order comparison (``Launch.rows_first``) of a few settings, no
-profile; ``stages``: a few settings at 2 and 3 stages (``Launch.stages``), no profile.
+profile; ``stages``: a few settings at 2 and 3 stages (``Launch.stages``), no profile;
+``small``: the SmolLM2-shaped calls at each row-block size and program target, no profile.
 (Session 9 compared TMA descriptor loads of the full key blocks with pointer loads here,
 ``results/tune_kernel_h200_tma*.json``: no gain once the masked tail was unpipelined, so
 the project keeps pointer loads.)
@@ -68,9 +69,11 @@ def case_inputs(hq, hkv, d, n, ctx):
     return q, k, v, lengths, ancestor_mask(parents)
 
 
-def tune(timing: Timing, bandwidth: float, settings: list[sk.Launch]) -> list[dict]:
+def tune(
+    timing: Timing, bandwidth: float, settings: list[sk.Launch], cases: list | None = None
+) -> list[dict]:
     rows = []
-    for name, hq, hkv, d, n, ctx in CASES:
+    for name, hq, hkv, d, n, ctx in cases or CASES:
         q, k, v, lengths, mask = case_inputs(hq, hkv, d, n, ctx)
         floor = 2 * hkv * ctx * d * 2 / (bandwidth * 1e9)  # K and V read once
         for launch in settings:
@@ -84,6 +87,26 @@ def tune(timing: Timing, bandwidth: float, settings: list[sk.Launch]) -> list[di
                 continue
             rows.append({"case": name, **vars(launch), "us": sec * 1e6, "floor_us": floor * 1e6})
             print(f"| {name} | {launch} | {sec * 1e6:.1f} us | floor {floor * 1e6:.1f} us |")
+    return rows
+
+
+SMALL_BLOCKS = [16, 32, 64]  # max_block_m for the SmolLM2-shaped calls ("small" mode)
+SMALL_PROGRAMS = [64, 128, 256, 512]  # split_kernel.TARGET_PROGRAMS, ditto
+
+
+def tune_small(timing: Timing, bandwidth: float) -> list[dict]:
+    """The SmolLM2-shaped calls at each row-block size and program target (how many
+    programs a launch aims for, so how many key splits the merge adds up)."""
+    default, rows = sk.TARGET_PROGRAMS, []
+    small = [case for case in CASES if case[0].startswith("smollm2")]
+    try:
+        for programs in SMALL_PROGRAMS:
+            sk.TARGET_PROGRAMS = programs
+            settings = [sk.Launch(max_block_m=m) for m in SMALL_BLOCKS]
+            for row in tune(timing, bandwidth, settings, small):
+                rows.append(row | {"target_programs": programs})
+    finally:
+        sk.TARGET_PROGRAMS = default
     return rows
 
 
@@ -122,16 +145,19 @@ def main(path: str, mode: str) -> None:
     timing = Timing(torch.device("cuda"), reps=10, warmup=2)
     bandwidth = copy_bandwidth(timing, 2048)
     result = {"card": torch.cuda.get_device_name(), "bandwidth_gb_s": bandwidth}
-    result["tuning"] = tune(timing, bandwidth, MODES[mode])
+    if mode == "small":
+        result["tuning"] = tune_small(timing, bandwidth)
+    else:
+        result["tuning"] = tune(timing, bandwidth, MODES[mode])
     if not mode:
         result["profile"] = profile_rounds()
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
 
 
-MODES = {"": SETTINGS, "grid": GRID_SETTINGS, "stages": STAGE_SETTINGS}
+MODES = {"": SETTINGS, "grid": GRID_SETTINGS, "stages": STAGE_SETTINGS, "small": []}
 
 if __name__ == "__main__":
     if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in MODES):
-        sys.exit("usage: tune_kernel.py OUT.json [grid|stages]")
+        sys.exit("usage: tune_kernel.py OUT.json [grid|stages|small]")
     main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "")

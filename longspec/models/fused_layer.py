@@ -67,11 +67,13 @@ class FusedLayers:
         n_heads: int,
         n_kv_heads: int,
         gemv: bool = True,
-        rows: bool = True,
+        rows: bool = False,
     ):
         self.body = body
         self.gemv = gemv  # one-row steps through longspec.models.gemv
-        self.rows = rows  # up to gemm_rows.MAX_ROWS rows through longspec.models.gemm_rows
+        # Up to gemm_rows.MAX_ROWS rows through longspec.models.gemm_rows. Off: on the H200
+        # it lost to cuBLAS + the kernels it folds in (see that module's docstring).
+        self.rows = rows
         self.attention = attention
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.qkv = [
