@@ -1,13 +1,15 @@
 """Tune the split-KV kernel's launch settings and profile a decode step (GPU).
 
-python experiments/gpu/tune_kernel.py OUT.json [grid|stages|small]
+python experiments/gpu/tune_kernel.py OUT.json [grid|stages|small|splits]
 Times ``split_attention_lse`` (tokens in flight read from the cache, tree mask) in CUDA
 graphs for verification-shaped (70 tokens) and step-shaped (1 token) calls against the
 time to read the keys/values once, for each launch setting; then profiles one eager vanilla
 step and one eager tree round of the Llama-3-8B shape at 32k to list where the time goes.
 ``grid``: only the grid-order comparison (``Launch.rows_first``) of a few settings, no
 profile; ``stages``: a few settings at 2 and 3 stages (``Launch.stages``), no profile;
-``small``: the SmolLM2-shaped calls at each row-block size and program target, no profile.
+``small``: the SmolLM2-shaped calls at each row-block size and program target, no profile;
+``splits``: every call at each ``Launch.min_split_blocks`` (the shortest key split of a
+block of more than 16 rows), no profile.
 (Session 9 compared TMA descriptor loads of the full key blocks with pointer loads here,
 ``results/tune_kernel_h200_tma*.json``: no gain once the masked tail was unpipelined, so
 the project keeps pointer loads.)
@@ -110,6 +112,12 @@ def tune_small(timing: Timing, bandwidth: float) -> list[dict]:
     return rows
 
 
+# The program target of many-row blocks was swept here first (96-512: 128 best for SmolLM2,
+# 512 for Llama-8B, tune_kernel_h200_programs.json); the kernel now keeps TARGET_PROGRAMS and
+# gives a many-row split at least ``min_split_blocks`` key blocks instead.
+SPLIT_SETTINGS = [sk.Launch(min_split_blocks=n) for n in (1, 2, 3, 4, 6, 8, 12)]
+
+
 def profile_rounds() -> dict[str, list[dict]]:
     """Kernel time of one eager vanilla step and one eager tree round, 8B shape at 32k."""
     from longspec.attention.triton_hybrid import TritonHybridAttention
@@ -155,9 +163,15 @@ def main(path: str, mode: str) -> None:
         json.dump(result, f, indent=2)
 
 
-MODES = {"": SETTINGS, "grid": GRID_SETTINGS, "stages": STAGE_SETTINGS, "small": []}
+MODES = {
+    "": SETTINGS,
+    "grid": GRID_SETTINGS,
+    "stages": STAGE_SETTINGS,
+    "small": [],
+    "splits": SPLIT_SETTINGS,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in MODES):
-        sys.exit("usage: tune_kernel.py OUT.json [grid|stages|small]")
+        sys.exit("usage: tune_kernel.py OUT.json [grid|stages|small|splits]")
     main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "")

@@ -52,6 +52,12 @@ class Launch:
     # stages; one token at 32k 43 us at 2, 50 us at 3 (results/tune_kernel_h200_tma_tail.json).
     stages: int = 3
     step_stages: int = 2
+    # Key blocks a split holds at least, for blocks of more than 16 query rows: with few
+    # (row block, KV head) tiles, aiming for TARGET_PROGRAMS programs would cut the keys
+    # into splits of one or two blocks and leave the merge most of the work. H200, SmolLM2
+    # shape, 70 tree tokens at 4k: 15.2 us in splits of 2 blocks, 10.4 us in 6; Llama-8B
+    # (splits of 40 blocks at 32k) unchanged (tune_kernel_h200_programs.json).
+    min_split_blocks: int = 6
     # Grid order: the query-row blocks of one key split run next to each other, so the
     # split's keys come from HBM once and from L2 for the other blocks; False: every split
     # of one row block first. H200, Llama-8B shape, 70 tree tokens: 142 -> 133 us at 32k,
@@ -312,10 +318,11 @@ def _chunk_lse(lse_ptr, splits, n_splits, l_off, row_ok, sl_s, CACHE: tl.constex
     return tl.load(ptrs, ok, other=float("-inf"), cache_modifier=CACHE)
 
 
-def _n_splits(n_keys: int, programs_per_split: int, block_n: int) -> int:
-    """Key splits so that the launch has about TARGET_PROGRAMS programs."""
+def _n_splits(n_keys: int, programs_per_split: int, block_n: int, min_blocks: int = 1) -> int:
+    """Key splits so that the launch has about TARGET_PROGRAMS programs, each split at
+    least ``min_blocks`` key blocks long."""
     wanted = math.ceil(TARGET_PROGRAMS / max(programs_per_split, 1))
-    return max(1, min(wanted, math.ceil(n_keys / block_n)))
+    return max(1, min(wanted, math.ceil(n_keys / (block_n * min_blocks))))
 
 
 _COUNTERS: dict[tuple[torch.device, int], Tensor] = {}
@@ -392,7 +399,8 @@ def split_attention_lse(
     block_m = min(max(triton.next_power_of_2(rows), 16), LAUNCH.max_block_m)
     n_mblocks = math.ceil(rows / block_m)
     block_n = LAUNCH.block_n
-    n_splits = _n_splits(n_keys, batch * n_kv * n_mblocks, block_n)
+    min_blocks = 1 if block_m <= 16 else LAUNCH.min_split_blocks
+    n_splits = _n_splits(n_keys, batch * n_kv * n_mblocks, block_n, min_blocks)
     split_len = math.ceil(math.ceil(n_keys / n_splits) / block_n) * block_n
     mode = _merge_mode(fused_merge, n_splits, q.device)
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
