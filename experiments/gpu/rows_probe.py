@@ -128,6 +128,8 @@ def rounds(shape: str, context: int, timing: Timing) -> dict:
     hf = random_model(config, torch.float16, torch.device("cuda"), 0)
     draft = random_glide(config, 0, torch.float16, torch.device("cuda"))
     vocab = 8192 if shape == "smollm2" else None
+    gen = torch.Generator().manual_seed(0)
+    draft.token_ranking = torch.randperm(config.vocab_size, generator=gen)  # for draft_vocab
     lc = long_context(
         hf, draft, TritonHybridAttention(), context, [4, 16, 16, 16, 16], draft_vocab=vocab
     )
