@@ -4,6 +4,7 @@ Not collected on their own: the interpreter must be switched on before triton co
 anything, so these run in a subprocess of their own.
 """
 
+import math
 import os
 
 import pytest
@@ -233,3 +234,13 @@ def test_fused_merge_twice_in_a_row_reuses_the_counters(monkeypatch):
     assert all(not c.any() for c in counters.values())
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert_same(first, split_attention_lse(q, k, v, lengths, fused_merge=False))
+
+
+def test_many_row_splits_hold_min_split_blocks():
+    """Few (row block, KV head) tiles: a many-row block's keys split into runs of at least
+    ``min_split_blocks`` key blocks; a step-sized block keeps aiming for TARGET_PROGRAMS."""
+    n_splits, target = split_kernel._n_splits, split_kernel.TARGET_PROGRAMS
+    assert n_splits(4230, 12, 64) == math.ceil(target / 12)  # SmolLM2 verification: 2 blocks
+    assert n_splits(4230, 12, 64, 6) == math.ceil(4230 / (6 * 64))  # 6 blocks a split
+    assert n_splits(32838, 40, 64, 6) == math.ceil(target / 40)  # Llama-8B: 40 blocks anyway
+    assert n_splits(100, 12, 64, 6) == 1
