@@ -181,7 +181,9 @@ class DraftCache:
     (rotary already applied, so slot order does not matter); only the last ``window``
     positions are ever read, and capacity = window + the most tokens absorbed at once, so
     an absorb never overwrites a key that a query of the same absorb still needs.
-    ``pending`` holds the proposal nodes of the current round (root first).
+    ``pending`` holds the proposal nodes of the current round (root first). Ring and
+    pending slots are two views of one buffer, the pending slots right after the ring's, so
+    a kernel reads [ring | pending] in one pass (``keys``/``values``).
     """
 
     def __init__(
@@ -198,12 +200,12 @@ class DraftCache:
         self.window = window
         self.period = window + max_absorb  # slot of position p is p % period
         slots = self.period + 1  # the extra last slot swallows writes of invalid entries
-        self.ring_k = torch.zeros(batch, n_kv_heads, slots, head_dim, dtype=dtype, device=device)
-        self.ring_v = torch.zeros_like(self.ring_k)  # (B, Hkv, C+1, D)
+        shape = (batch, n_kv_heads, slots + max_pending, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)  # (B, Hkv, C + P, D)
+        self.values = torch.zeros_like(self.keys)
+        self.ring_k, self.pend_k = self.keys[:, :, :slots], self.keys[:, :, slots:]  # views
+        self.ring_v, self.pend_v = self.values[:, :, :slots], self.values[:, :, slots:]
         self.ring_pos = torch.full((batch, slots), -1, dtype=torch.long, device=device)
-        shape = (batch, n_kv_heads, max_pending, head_dim)
-        self.pend_k = torch.zeros(shape, dtype=dtype, device=device)  # (B, Hkv, P, D)
-        self.pend_v = torch.zeros(shape, dtype=dtype, device=device)
         self.n_pending = 0
         self._starts: dict[int, Tensor] = {}  # pending count -> (B,) first free slot
 
@@ -219,8 +221,7 @@ class DraftCache:
 
     @property
     def nbytes(self) -> int:
-        tensors = (self.ring_k, self.ring_v, self.ring_pos, self.pend_k, self.pend_v)
-        return sum(t.nbytes for t in tensors)
+        return sum(t.nbytes for t in (self.keys, self.values, self.ring_pos))
 
     def absorb(self, k: Tensor, v: Tensor, positions: Tensor, valid: Tensor) -> None:
         """Store committed k/v (B, Hkv, T, D) at positions (B, T) where valid (B, T).

@@ -104,7 +104,7 @@ def tune_small(timing: Timing, bandwidth: float) -> list[dict]:
     try:
         for programs in SMALL_PROGRAMS:
             sk.TARGET_PROGRAMS = programs
-            settings = [sk.Launch(max_block_m=m) for m in SMALL_BLOCKS]
+            settings = [sk.Launch(max_block_m=m, min_split_blocks=1) for m in SMALL_BLOCKS]
             for row in tune(timing, bandwidth, settings, small):
                 rows.append(row | {"target_programs": programs})
     finally:
@@ -112,9 +112,10 @@ def tune_small(timing: Timing, bandwidth: float) -> list[dict]:
     return rows
 
 
-# The program target of many-row blocks was swept here first (96-512: 128 best for SmolLM2,
-# 512 for Llama-8B, tune_kernel_h200_programs.json); the kernel now keeps TARGET_PROGRAMS and
-# gives a many-row split at least ``min_split_blocks`` key blocks instead.
+# The program target of many-row blocks was swept first, through a Launch field that was
+# not kept (96-512: 128 best for SmolLM2, 512 for Llama-8B; tune_kernel_h200_programs.json);
+# the kernel keeps TARGET_PROGRAMS and gives a many-row split at least ``min_split_blocks``
+# key blocks instead. The other modes run at the default min_split_blocks (6) since.
 SPLIT_SETTINGS = [sk.Launch(min_split_blocks=n) for n in (1, 2, 3, 4, 6, 8, 12)]
 
 

@@ -55,8 +55,9 @@ class Launch:
     # Key blocks a split holds at least, for blocks of more than 16 query rows: with few
     # (row block, KV head) tiles, aiming for TARGET_PROGRAMS programs would cut the keys
     # into splits of one or two blocks and leave the merge most of the work. H200, SmolLM2
-    # shape, 70 tree tokens at 4k: 15.2 us in splits of 2 blocks, 10.4 us in 6; Llama-8B
-    # (splits of 40 blocks at 32k) unchanged (tune_kernel_h200_programs.json).
+    # shape, 70 tree tokens at 4k: 15.2 us at 1 (2-block splits), 11.1 us at 6 (10.2-11.1
+    # at 4 to 8); the Llama-8B shape's splits of 40 blocks at 32k are the same launch at
+    # any of these (tune_kernel_h200_splits.json).
     min_split_blocks: int = 6
     # Grid order: the query-row blocks of one key split run next to each other, so the
     # split's keys come from HBM once and from L2 for the other blocks; False: every split
@@ -147,7 +148,7 @@ def _split_attention(
     q_ptr, k_ptr, v_ptr, len_ptr, keep_ptr, tree_ptr, o_ptr, lse_ptr, out_ptr, lse_out_ptr,
     cnt_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, skeep_b, stree_b, stree_t,
     so_s, so_b, so_h, so_t, sl_s, sl_b, sl_h, sl_t,
-    n_kv_heads, group, n_tokens, split_len, n_splits, scale,
+    n_kv_heads, group, n_tokens, n_new, split_len, n_splits, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, HAS_KEEP: tl.constexpr, IN_FLIGHT: tl.constexpr, TREE: tl.constexpr,
     PRECISION: tl.constexpr, SPLIT_BLOCKS: tl.constexpr, DYNAMIC: tl.constexpr,
@@ -177,8 +178,7 @@ def _split_attention(
 
     length = tl.load(len_ptr + b).to(tl.int32)
     start = split * split_len
-    n_new = n_tokens if IN_FLIGHT else 0
-    end = tl.minimum(start + split_len, length + n_new)
+    end = tl.minimum(start + split_len, length + n_new)  # n_new keys in flight (0: none)
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
@@ -322,7 +322,7 @@ def _n_splits(n_keys: int, programs_per_split: int, block_n: int, min_blocks: in
     """Key splits so that the launch has about TARGET_PROGRAMS programs, each split at
     least ``min_blocks`` key blocks long."""
     wanted = math.ceil(TARGET_PROGRAMS / max(programs_per_split, 1))
-    return max(1, min(wanted, math.ceil(n_keys / (block_n * min_blocks))))
+    return max(1, min(wanted, math.ceil(n_keys / (block_n * max(min_blocks, 1)))))
 
 
 _COUNTERS: dict[tuple[torch.device, int], Tensor] = {}
@@ -385,7 +385,9 @@ def split_attention_lse(
 
     Row b sees the cached slots below lengths[b] (B,), hidden further where keep (B, S) is
     False. With ``in_flight`` the T query tokens' own keys sit at slots lengths[b] + i and
-    are seen causally, or where tree_mask (B, T, T) allows. Returns out (B, Hq, T, D) in
+    are seen causally; or, with tree_mask (B, T, N), N keys in flight sit at slots
+    lengths[b] + i (i < N; a draft level's pending nodes, its own among them) and query t
+    sees key i where tree_mask[b, t, i]. Returns out (B, Hq, T, D) in
     ``out_dtype`` and lse (B, Hq, T) float32 (-inf, and out 0, where nothing is seen).
     ``fused_merge``: the splits are merged inside the kernel by the last program of each
     tile (no merge kernel; see ``_tile_counters`` for the counters' invariants) instead of
@@ -395,10 +397,13 @@ def split_attention_lse(
     batch, n_heads, n_tokens, head_dim = q.shape
     n_kv, n_keys = k.shape[1], k.shape[2]
     group = n_heads // n_kv
+    n_new = 0 if not in_flight else n_tokens if tree_mask is None else tree_mask.shape[2]
     rows = group * n_tokens
     block_m = min(max(triton.next_power_of_2(rows), 16), LAUNCH.max_block_m)
     n_mblocks = math.ceil(rows / block_m)
     block_n = LAUNCH.block_n
+    # A block of up to 16 rows is a decode step's (or a small group's): it keeps the short
+    # splits that fill the card; more rows (a verification, a draft level) keep longer ones.
     min_blocks = 1 if block_m <= 16 else LAUNCH.min_split_blocks
     n_splits = _n_splits(n_keys, batch * n_kv * n_mblocks, block_n, min_blocks)
     split_len = math.ceil(math.ceil(n_keys / n_splits) / block_n) * block_n
@@ -420,7 +425,7 @@ def split_attention_lse(
         tree_arg.stride(0) if tree_mask is not None else 0,
         tree_arg.stride(1) if tree_mask is not None else 0,
         o_part.stride(0), *out.stride()[:3], lse_part.stride(0), *lse.stride(),
-        n_kv, group, n_tokens, split_len, n_splits, head_dim**-0.5 * LOG2E,
+        n_kv, group, n_tokens, n_new, split_len, n_splits, head_dim**-0.5 * LOG2E,
         HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=block_m,
         BLOCK_N=block_n, HAS_KEEP=keep is not None, IN_FLIGHT=in_flight,
         TREE=tree_mask is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",

@@ -100,11 +100,14 @@ class GlideDraft:
         cos, sin = self.target.rotary(x, positions)  # (B, T, D)
         x, h = self._add_norm(layer.input_layernorm, x, None)
         q, pk, pv = self._self_qkv(h, cos, sin, cache)  # (B, Hq, T, D), (B, Hkv, P+T, D) x2
-        full = torch.full_like(cache.ring_pos[:, 0], cache.capacity)  # every slot, keep decides
-        ring = Prefix(
-            cache.ring_k, cache.ring_v, full, cache.ring_visible(positions), cache.capacity
-        )
-        o = self.attention(q, ring, pk, pv, pending_mask)  # (B, Hq, T, D)
+        if self.fused is not None and shared_position(positions):
+            o = self.fused.self_attention(q, cache, positions, pending_mask)  # (B, Hq, T, D)
+        else:
+            full = torch.full_like(cache.ring_pos[:, 0], cache.capacity)  # keep decides
+            ring = Prefix(
+                cache.ring_k, cache.ring_v, full, cache.ring_visible(positions), cache.capacity
+            )
+            o = self.attention(q, ring, pk, pv, pending_mask)  # (B, Hq, T, D)
         attn = layer.self_attn.o_proj(o.transpose(1, 2).flatten(2))  # (B, T, hidden)
         x, h = self._add_norm(layer.post_self_attention_layernorm, x, attn)
         cross = self._cross(h, cos, sin, target_cache)  # (B, T, hidden)
@@ -155,11 +158,18 @@ class GlideDraft:
         return layer.cross_attn.o_proj(o.to(h.device).transpose(1, 2).flatten(2))
 
 
+def shared_position(positions: Tensor) -> bool:
+    """True where every node of each row sits at one position, known without reading the
+    tensor: one node, or one position expanded over the nodes (a tree level)."""
+    return positions.shape[1] == 1 or positions.stride(1) == 0
+
+
 class FusedDraft:
     """The draft layer's projections through the target's fused kernels (CUDA graphs): one
     q|k|v projection whose rotary and pending-cache write are one kernel, the cross
-    queries rotated in one kernel, one gate|up projection and one SiLU-multiply kernel.
-    The layer's modules keep their weights as views into the fused ones."""
+    queries rotated in one kernel, one gate|up projection and one SiLU-multiply kernel;
+    its self-attention over [ring | pending] as one split-KV kernel call. The layer's
+    modules keep their weights as views into the fused ones."""
 
     def __init__(self, layer: GlideLayer):
         from longspec.models.fused_layer import concat_linears
@@ -169,6 +179,7 @@ class FusedDraft:
         self.gate_up = concat_linears([mlp.gate_proj, mlp.up_proj])[0]
         self.heads, self.kv_heads = layer.dims.heads, layer.dims.kv_heads
         self._stand_ins: dict[int, tuple[Tensor, Tensor]] = {}  # batch -> (cache, starts)
+        self._ring_lengths: dict[tuple[int, int], Tensor] = {}  # (batch, slots) -> (B,)
 
     def self_qkv(
         self, h: Tensor, cos: Tensor, sin: Tensor, cache: DraftCache
@@ -181,6 +192,32 @@ class FusedDraft:
             qkv, cos, sin, cache.pend_k, cache.pend_v, start, self.heads, self.kv_heads
         )
         return q, cache.pend_k[:, :, :end], cache.pend_v[:, :, :end]
+
+    def self_attention(
+        self, q: Tensor, cache: DraftCache, positions: Tensor, pending_mask: Tensor
+    ) -> Tensor:
+        """q (B, Hq, T, D) of nodes that share one position per row (``shared_position``)
+        over the ring slots inside their window and the pending nodes pending_mask
+        (B, T, P) lets them see -> (B, Hq, T, D), in one pass over the cache's buffer
+        (pending slots lie right after the ring's; the last ``cache.n_pending`` are read).
+        Rows of one position make the ring's visibility a per-row keep the kernel takes;
+        on the plain path (sdpa, a per-query mask) cuDNN took ~30 us a call on the H200
+        (sdpa_probe_h200.json)."""
+        from longspec.attention.split_kernel import split_attention_lse
+
+        keep = cache.ring_visible(positions[:, :1])[:, 0]  # (B, C)
+        ring = self._ring_length(cache)  # (B,) every ring slot below the pending ones
+        end = cache.capacity + cache.n_pending
+        k, v = cache.keys[:, :, :end], cache.values[:, :, :end]  # (B, Hkv, C + P, D) views
+        return split_attention_lse(q, k, v, ring, keep, True, pending_mask, q.dtype)[0]
+
+    def _ring_length(self, cache: DraftCache) -> Tensor:
+        """(B,) the ring's slot count, made once per cache shape (a captured round fills
+        nothing here)."""
+        key = (cache.ring_pos.shape[0], cache.capacity)
+        if key not in self._ring_lengths:
+            self._ring_lengths[key] = torch.full_like(cache.ring_pos[:, 0], cache.capacity)
+        return self._ring_lengths[key]
 
     def cross_q(self, proj: torch.nn.Linear, h: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """Rotated cross-attention queries (B, Hq, T, D) (the kernel with no keys)."""

@@ -7,8 +7,9 @@ MLP's residual add. For one token of one row (a batch-1 decode step, ``gemv``) e
 projection is one matrix-vector kernel that also does the step before or after it: the
 q|k|v and gate|up projections normalise their input, the o and down projections add the
 residual, the down projection forms silu(gate) * up (``longspec.models.gemv``); a layer is
-then six kernels. Up to ``gemm_rows.MAX_ROWS`` rows (a tree's verification) take the same
-folded layer through ``longspec.models.gemm_rows``. The plain path
+then six kernels and the attention's split merge. With ``rows`` (off: slower on the H200,
+see ``longspec.models.gemm_rows``) up to ``gemm_rows.MAX_ROWS`` rows take the same folded
+layer through ``gemm_rows``. The plain path
 (``TargetModel._layer``) stays the reference.
 
 The fused projection weights are single tensors, and the transformers modules' own

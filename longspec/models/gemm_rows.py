@@ -1,5 +1,5 @@
-"""Projections of a few rows (a tree's verification, a draft level) as one Triton kernel
-each, with the steps around them folded in (GPU fast path).
+"""Projections of a few rows (a tree's verification, a short prefill chunk) as one Triton
+kernel each, with the steps around them folded in (GPU fast path, off by default).
 
 The one-row kernel (``longspec.models.gemv``) folds a layer's norms, SiLU-multiply and
 residual adds into its projections; this is the same for up to ``MAX_ROWS`` rows. At ~70
@@ -11,15 +11,18 @@ Each program owns a (rows x outputs) tile and runs the whole inner dimension thr
 - ``norm``: every row's inverse RMS is summed first, then each input block is normalised
   as it is loaded (rounded as ``add_rms_norm`` rounds);
 - ``silu_gate``: the input rows are [gate | up], silu(gate) * up is formed as loaded;
-- ``bias`` and ``residual`` are added to the output tile (rounded as separate adds).
+- ``bias`` is added to the float32 tile before its one rounding (as cuBLAS's bias
+  epilogue does), ``residual`` after it (rounded as a separate add).
 
 Measured on the H200 (float16, SmolLM2's four projections of a layer at 70 rows, each with
 the kernels it folds in; ``experiments/gpu/rows_probe.py``): cuBLAS + add_rms_norm /
-silu_mul / add 24.9 us, this kernel at its best launch 45.2 us (``rows_probe_h200_sweep2.json``).
-It wins only the o projection (4.6 vs 5.2 us); the down projection, whose inner dimension is
-2.7x longer, takes 24 us against cuBLAS's split-K 8 us. A graphed verification took 4.1 ms
-with it against 1.25 ms without (first launch; ``rows_probe_h200_rounds.json``). So
-``FusedLayers`` leaves it off; it stays as the tested reference point for other cards.
+silu_mul / add 24.9 us, this kernel at its best launch (the default below) 45.2 us
+(``rows_probe_h200_sweep2.json``). Only the o projection can win, at a launch of its own
+(4.6 vs 5.2 us; 6.3 us at the default); the down projection, whose inner dimension is
+2.7x longer, takes 24 us against cuBLAS's 8. With the first default (128-row blocks,
+64-column steps) a graphed verification took 4.1 ms against 1.25 ms without
+(``rows_probe_h200_rounds.json``). So ``FusedLayers`` leaves it off; it stays, tested, as
+the measured alternative for other cards (``experiments/gpu/rows_probe.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ MAX_ROWS = 128  # more rows (a prefill chunk): cuBLAS and the separate kernels
 @dataclass
 class RowsLaunch:
     """Launch settings: the best total of SmolLM2's four projections at 70 rows on the H200
-    (experiments/gpu/rows_probe.py; 45.2 us, against 78-82 us with 128-row blocks)."""
+    (experiments/gpu/rows_probe.py; 45.2 us, against 92-121 us with 128-row blocks)."""
 
     max_block_m: int = 16  # rows per program (a power of two >= 16)
     block_n: int = 32  # outputs per program

@@ -129,7 +129,7 @@ def _gemv(
 
 @dataclass
 class RowNorm:
-    """An RMSNorm applied to gemv's input row: weight (K,) and epsilon."""
+    """An RMSNorm applied to each input row of ``gemv`` / ``gemm_rows``: weight (K,), epsilon."""
 
     weight: Tensor
     eps: float

@@ -11,7 +11,8 @@ from longspec.cache import KVCache
 from longspec.decoding.glide import TreeDecoding
 from longspec.decoding.sampling import Generation
 from longspec.decoding.vanilla import Vanilla
-from longspec.models.draft import FusedDraft, GlideDraft
+from longspec.models import gemm_rows as gemm_rows_module
+from longspec.models.draft import FusedDraft, GlideDraft, shared_position
 from longspec.models.fused_kernels import add_rms_norm, rotary_into_cache, silu_mul
 from longspec.models.fused_layer import FusedLayers
 from longspec.models.gemm_rows import RowsLaunch, few_rows, gemm_rows
@@ -127,8 +128,9 @@ def test_few_rows_takes_two_to_max_rows():
 
 
 @pytest.mark.parametrize("name", ["tiny_llama", "tiny_qwen2"])
-def test_few_row_layers_match_the_general_ones(name, request):
-    """A tree's verification through gemm_rows gives the logits of the cuBLAS path."""
+def test_few_row_layers_match_the_general_ones(name, request, monkeypatch):
+    """A prefill of 17 tokens and a tree's verification through gemm_rows (four projections
+    a layer) give the logits of the cuBLAS path."""
     model, _ = request.getfixturevalue(name)
     target = TargetModel(model, TritonHybridAttention(min_prefix=0), static=True)
     fused = FusedLayers(target.body, target.attention, target.n_heads, target.n_kv_heads)
@@ -138,12 +140,17 @@ def test_few_row_layers_match_the_general_ones(name, request):
     depths = torch.tensor([[0, 1, 1, 2, 2]])
     mask = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 0, 1, 0, 0],
                          [1, 1, 0, 1, 0], [1, 0, 1, 0, 1]], dtype=torch.bool)[None]  # fmt: skip
+    calls, project = [], gemm_rows_module.gemm_rows
+    monkeypatch.setattr(
+        gemm_rows_module, "gemm_rows", lambda *a, **k: calls.append(1) or project(*a, **k)
+    )
     outs = []
     for use_rows in (False, True):
         fused.rows = use_rows
         cache = target.new_cache(1, 200)
         target.prefill(prompt, torch.tensor([17]), cache)
         outs.append(target.verify(tokens, depths, mask, cache).clone())  # (1, 5, V)
+    assert len(calls) == 2 * 4 * target.n_layers  # prefill and verification, rows=True only
     assert (outs[0] - outs[1]).abs().max() <= 1e-4
 
 
@@ -202,13 +209,17 @@ def test_fused_draft_norms_match_the_modules(tiny_llama):
     assert (logits[0] - logits[1]).abs().max() <= 1e-4
 
 
-def test_fused_draft_step_matches_the_plain_one(tiny_llama):
+def test_fused_draft_step_matches_the_plain_one(tiny_llama, monkeypatch):
     """The draft's fused projections (q|k|v with rotary into the pending set, rotated cross
-    queries, gate|up + SiLU-multiply) give the plain path's logits, level after level."""
+    queries, gate|up + SiLU-multiply) and its one-pass self-attention over [ring | pending]
+    give the plain path's logits, level after level (the second level's two nodes share a
+    position, as a tree level's do, so the fused attention serves both levels)."""
     model, _ = tiny_llama
     target = TargetModel(model, eager_attention, static=True)
     cache = target.new_cache(1, 64)
     target.prefill(torch.arange(3, 40)[None], torch.tensor([37]), cache)
+    calls, attend = [], FusedDraft.self_attention
+    monkeypatch.setattr(FusedDraft, "self_attention", lambda *a: calls.append(1) or attend(*a))
     runs = []
     for fused in (False, True):
         layer = random_glide(model.config, 0, target.dtype, target.device)
@@ -220,6 +231,14 @@ def test_fused_draft_step_matches_the_plain_one(tiny_llama):
         first = draft.step(dcache, cache, torch.tensor([[7]]), torch.tensor([[37]]),
                            torch.ones(1, 1, 1, dtype=torch.bool))  # fmt: skip
         sees = torch.tensor([[[True, True, False], [True, False, True]]])  # two children
-        second = draft.step(dcache, cache, torch.tensor([[9, 4]]), torch.tensor([[38, 38]]), sees)
+        level = torch.tensor([[38]]).expand(-1, 2)  # one position for both nodes
+        second = draft.step(dcache, cache, torch.tensor([[9, 4]]), level, sees)
         runs.append(torch.cat([first, second], 1))
+    assert len(calls) == 2  # the fused run's two levels
     assert (runs[0] - runs[1]).abs().max() <= 1e-4
+
+
+def test_shared_position_needs_no_read():
+    assert shared_position(torch.tensor([[5]]))
+    assert shared_position(torch.tensor([[5]]).expand(-1, 3))
+    assert not shared_position(torch.tensor([[5, 5, 5]]))  # equal, but only a read says so

@@ -35,7 +35,13 @@ def visible(lengths: torch.Tensor, n_keys: int, keep: torch.Tensor | None) -> to
 @pytest.mark.parametrize("groups", [(4, 4), (6, 2), (8, 1)])
 @pytest.mark.parametrize("n_tokens", [1, 5, 20])
 @pytest.mark.parametrize("with_keep", [False, True])
-def test_split_kernel_matches_masked_math(groups, n_tokens, with_keep):
+@pytest.mark.parametrize("min_split_blocks", [1, Launch().min_split_blocks])
+def test_split_kernel_matches_masked_math(
+    groups, n_tokens, with_keep, min_split_blocks, monkeypatch
+):
+    """min_split_blocks 1: many-row blocks split these 200 keys too (the default keeps
+    them in one split)."""
+    monkeypatch.setattr(split_kernel, "LAUNCH", Launch(min_split_blocks=min_split_blocks))
     gen = torch.Generator().manual_seed(n_tokens * 7 + groups[0])
     hq, hkv = groups
     q = torch.randn(3, hq, n_tokens, 16, generator=gen)
@@ -94,6 +100,30 @@ def test_in_flight_tokens_read_from_the_buffer(tree):
     prefix = Prefix(k, v, lengths, in_flight_cached=True)
     got = TritonHybridAttention(min_prefix=0)(q, prefix, kn, vn, mask)
     assert (got - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("min_split_blocks", [1, 6])
+def test_more_keys_in_flight_than_queries(min_split_blocks, monkeypatch):
+    """A draft level: its T nodes see, under a (B, T, N) mask, N > T pending keys written
+    after the ring (the earlier levels' nodes and their own), and the kept ring slots."""
+    monkeypatch.setattr(split_kernel, "LAUNCH", Launch(min_split_blocks=min_split_blocks))
+    gen = torch.Generator().manual_seed(11)
+    n_q, n_new, ring = 6, 15, torch.tensor([97, 40])
+    q = torch.randn(2, 6, n_q, 16, generator=gen)
+    k, v = torch.randn(2, 2, 3, 97 + n_new, 16, generator=gen)
+    keep = torch.rand(2, 97, generator=gen) > 0.3  # ring slots inside the window
+    mask = torch.rand(2, n_q, n_new, generator=gen) > 0.5  # (B, T, N)
+    mask[:, :, 0] = True  # every node sees the root
+    out, lse = split_attention_lse(q, k, v, ring, keep, True, mask)
+    slots = torch.arange(97 + n_new)
+    rel = slots[None, :] - ring[:, None]  # (B, S) index among the keys in flight
+    cached = visible(ring, 97 + n_new, torch.cat([keep, keep[:, :n_new]], 1))  # (B, S)
+    fresh = (rel >= 0) & (rel < n_new)
+    by_mask = mask.gather(2, rel.clamp(0, n_new - 1)[:, None, :].expand(-1, n_q, -1))
+    vis = cached[:, None, :] | (fresh[:, None, :] & by_mask)  # (B, T, S)
+    ref_out, ref_lse = masked_attention_lse(q, k, v, vis[:, None])
+    assert (out - ref_out).abs().max() <= 1e-5
+    assert (lse - ref_lse).abs().max() <= 1e-5
 
 
 def test_decoding_with_the_kernel_is_lossless(tiny_llama):
@@ -236,11 +266,21 @@ def test_fused_merge_twice_in_a_row_reuses_the_counters(monkeypatch):
     assert_same(first, split_attention_lse(q, k, v, lengths, fused_merge=False))
 
 
-def test_many_row_splits_hold_min_split_blocks():
-    """Few (row block, KV head) tiles: a many-row block's keys split into runs of at least
-    ``min_split_blocks`` key blocks; a step-sized block keeps aiming for TARGET_PROGRAMS."""
-    n_splits, target = split_kernel._n_splits, split_kernel.TARGET_PROGRAMS
-    assert n_splits(4230, 12, 64) == math.ceil(target / 12)  # SmolLM2 verification: 2 blocks
-    assert n_splits(4230, 12, 64, 6) == math.ceil(4230 / (6 * 64))  # 6 blocks a split
-    assert n_splits(32838, 40, 64, 6) == math.ceil(target / 40)  # Llama-8B: 40 blocks anyway
-    assert n_splits(100, 12, 64, 6) == 1
+@pytest.mark.parametrize("n_tokens,min_blocks", [(1, 1), (70, Launch().min_split_blocks)])
+def test_many_row_blocks_hold_min_split_blocks(n_tokens, min_blocks, monkeypatch):
+    """A step-sized call (up to 16 query rows a block) aims for TARGET_PROGRAMS programs;
+    a many-row call (a verification) gives each split at least min_split_blocks blocks."""
+    used, n_splits_of = [], split_kernel._n_splits
+
+    def spy(*args):
+        used.append(args)
+        return n_splits_of(*args)
+
+    monkeypatch.setattr(split_kernel, "_n_splits", spy)
+    gen = torch.Generator().manual_seed(n_tokens)
+    q = torch.randn(1, 6, n_tokens, 16, generator=gen)
+    k, v = torch.randn(2, 1, 2, 500, 16, generator=gen)
+    split_attention_lse(q, k, v, torch.tensor([400]), in_flight=True)
+    assert len(used) == 1 and used[0][-1] == min_blocks
+    n_keys, block_n = used[0][0], used[0][2]
+    assert n_splits_of(*used[0]) <= max(1, math.ceil(n_keys / (block_n * min_blocks)))
