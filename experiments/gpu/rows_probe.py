@@ -69,14 +69,9 @@ LAUNCHES = {
 
 def graph_seconds(fn, copies: int, timing: Timing) -> float:
     """Seconds per call of fn(i) for i < copies, replayed from one CUDA graph."""
-    for i in range(copies):
-        fn(i)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(copies):
-            fn(i)
-    return timing.median(graph.replay) / copies
+    from tune_kernel import graphed  # this folder (run as a script)
+
+    return timing.median(graphed(lambda: [fn(i) for i in range(copies)], 1)) / copies
 
 
 def _inputs(n_out: int, n_in: int, kind: str, n_rows: int, copies: int):

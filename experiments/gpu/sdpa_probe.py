@@ -48,13 +48,9 @@ def call_seconds(nodes: int, backend: SDPBackend | None, timing: Timing) -> floa
         with sdpa_kernel([backend]):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
-    run()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(REPS):
-            run()
-    return timing.median(graph.replay) / REPS
+    from tune_kernel import graphed  # this folder (run as a script)
+
+    return timing.median(graphed(run, REPS)) / REPS
 
 
 def main(path: str) -> None:

@@ -35,7 +35,7 @@ import triton.language as tl
 from torch import Tensor
 
 from longspec.attention.split_kernel import INTERPRET
-from longspec.models.gemv import RowNorm, _input_block
+from longspec.models.gemv import RowNorm, _input_block, input_width
 
 MAX_ROWS = 128  # more rows (a prefill chunk): cuBLAS and the separate kernels
 
@@ -126,13 +126,7 @@ def gemm_rows(
     """
     launch = launch or ROWS_LAUNCH
     n_out, n_in = weight.shape
-    width = 2 * n_in if silu_gate else n_in
-    if x.shape[-1] != width:
-        raise ValueError(f"gemm_rows takes rows of {width} values, got shape {tuple(x.shape)}")
-    if weight.stride(1) != 1:
-        raise ValueError("gemm_rows needs a weight with unit column stride")
-    if norm is not None and silu_gate:
-        raise ValueError("gemm_rows takes a norm or silu_gate, not both")
+    width = input_width("gemm_rows", x, weight, norm, silu_gate)
     x = x.contiguous()
     n_rows = x.numel() // width
     out = x.new_empty((*x.shape[:-1], n_out))

@@ -135,6 +135,22 @@ class RowNorm:
     eps: float
 
 
+def input_width(
+    kernel: str, x: Tensor, weight: Tensor, norm: RowNorm | None, silu_gate: bool
+) -> int:
+    """The width of x's rows that weight (N, K) projects: K, or 2K for [gate | up] with
+    ``silu_gate``; a ValueError naming ``kernel`` for inputs it cannot take."""
+    n_in = weight.shape[1]
+    width = 2 * n_in if silu_gate else n_in
+    if x.shape[-1] != width:
+        raise ValueError(f"{kernel} takes rows of {width} values, got shape {tuple(x.shape)}")
+    if weight.stride(1) != 1:
+        raise ValueError(f"{kernel} needs a weight with unit column stride")
+    if norm is not None and silu_gate:
+        raise ValueError(f"{kernel} takes a norm or silu_gate, not both")
+    return width
+
+
 def gemv(
     x: Tensor,
     weight: Tensor,
@@ -152,13 +168,9 @@ def gemv(
     """
     n_out, n_in = weight.shape
     launch = launch or launch_for(n_out, n_in)
-    width = 2 * n_in if silu_gate else n_in
-    if x.shape[-1] != width or x.numel() != width:
+    width = input_width("gemv", x, weight, norm, silu_gate)
+    if x.numel() != width:
         raise ValueError(f"gemv takes one row of {width} values, got shape {tuple(x.shape)}")
-    if weight.stride(1) != 1:
-        raise ValueError("gemv needs a weight with unit column stride")
-    if norm is not None and silu_gate:
-        raise ValueError("gemv takes a norm or silu_gate, not both")
     x = x.contiguous()
     out = x.new_empty((*x.shape[:-1], n_out))
     res = residual.contiguous() if residual is not None else out
