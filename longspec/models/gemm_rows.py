@@ -34,8 +34,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from longspec.attention.split_kernel import INTERPRET
-from longspec.models.gemv import RowNorm, _input_block, input_width
+from longspec.models.gemv import RowNorm, _input_block, input_width, kernel_input
 
 MAX_ROWS = 128  # more rows (a prefill chunk): cuBLAS and the separate kernels
 
@@ -147,8 +146,5 @@ def gemm_rows(
 
 def few_rows(x: Tensor) -> bool:
     """True where ``gemm_rows`` serves the projections of x (..., K): 2 to MAX_ROWS rows,
-    on the GPU (or the interpreter), in half or single precision."""
-    rows = x.numel() // x.shape[-1]
-    on_kernel = x.is_cuda or INTERPRET
-    floating = x.dtype in (torch.float16, torch.bfloat16, torch.float32)
-    return 1 < rows <= MAX_ROWS and on_kernel and floating
+    and a ``kernel_input``."""
+    return 1 < x.numel() // x.shape[-1] <= MAX_ROWS and kernel_input(x)

@@ -186,9 +186,14 @@ def gemv(
     return out
 
 
-def one_row(x: Tensor) -> bool:
-    """True where ``gemv`` serves the projections of x (..., K): one row in all, on the GPU
-    (or the interpreter), in half or single precision."""
+def kernel_input(x: Tensor) -> bool:
+    """True where the projection kernels take x: on the GPU (or the interpreter), in half or
+    single precision."""
     on_kernel = x.is_cuda or INTERPRET
-    floating = x.dtype in (torch.float16, torch.bfloat16, torch.float32)
-    return x.numel() == x.shape[-1] and on_kernel and floating
+    return on_kernel and x.dtype in (torch.float16, torch.bfloat16, torch.float32)
+
+
+def one_row(x: Tensor) -> bool:
+    """True where ``gemv`` serves the projections of x (..., K): one row in all, and a
+    ``kernel_input``."""
+    return x.numel() == x.shape[-1] and kernel_input(x)
