@@ -121,13 +121,27 @@ def accept_greedy(
     Lossless for greedy decoding: every committed token (path and bonus) is the argmax of
     the target given exactly the tokens before it, i.e. what plain greedy decoding emits.
     tokens, parents (B, N+1); logits (B, N+1, V). ``max_depth`` (the tree's depth) avoids
-    host reads, so the rule can run inside a CUDA graph; ``tree`` saves walking the tree.
+    host reads, so the rule can run inside a CUDA graph; ``tree`` saves walking the tree,
+    and on CUDA runs the rule as two kernels (``longspec.decoding.accept_kernel``).
     """
     max_depth = tree_depth(parents) if max_depth is None else max_depth
+    if tree is not None and _on_kernel(logits):
+        from longspec.decoding.accept_kernel import accept_greedy_kernel
+
+        return accept_greedy_kernel(tokens, parents, logits, tree.mask, tree.depths, max_depth)
     best = logits.argmax(-1)  # (B, N+1) target's choice after each node
     ok = _matching_path(tokens, parents, best, max_depth, first_only=False, tree=tree)
     path, n_accepted, node = _deepest(ok, parents, max_depth, tree)
     return Acceptance(path, n_accepted, best.gather(1, node[:, None])[:, 0])
+
+
+def _on_kernel(logits: Tensor) -> bool:
+    """CUDA logits of a tree that fits one program of the accept kernel."""
+    if not logits.is_cuda:  # no triton import on CPU
+        return False
+    from longspec.decoding.accept_kernel import MAX_NODES
+
+    return logits.shape[1] <= MAX_NODES
 
 
 def accept_tree_sampled(

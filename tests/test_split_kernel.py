@@ -18,7 +18,13 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.mark.parametrize(
-    "checks", ["split_kernel_checks.py", "fused_kernel_checks.py", "beam_kernel_checks.py"]
+    "checks",
+    [
+        "split_kernel_checks.py",
+        "fused_kernel_checks.py",
+        "beam_kernel_checks.py",
+        "accept_kernel_checks.py",
+    ],
 )
 def test_kernels_under_the_interpreter(checks):
     env = os.environ | {"TRITON_INTERPRET": "1"}

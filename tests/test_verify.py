@@ -522,3 +522,21 @@ def test_rules_read_off_the_ancestor_mask_equal_the_walks(proposal):
         assert torch.equal(a.path, b.path) and torch.equal(a.n_accepted, b.n_accepted)
         assert torch.equal(a.bonus, b.bonus)
         check_valid_acceptance(b, parents, depth)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@settings(max_examples=40, deadline=None)
+@given(random_proposals())
+def test_greedy_rule_on_cuda_runs_the_kernel_and_equals_the_cpu_rule(proposal):
+    """On CUDA, greedy acceptance with the ancestry goes through the accept kernels
+    (accept_kernel_checks.py compares them under the interpreter); same result as on CPU,
+    with float16 logits full of exact ties."""
+    tokens, parents, seed, depth = proposal
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randint(0, 3, (*tokens.shape, 5000), generator=gen).half()  # 2 chunks
+    want = accept_greedy(tokens, parents, logits, depth)
+    tree = Ancestry(ancestor_mask(parents).cuda(), node_depths(parents).cuda())
+    got = accept_greedy(tokens.cuda(), parents.cuda(), logits.cuda(), depth, tree)
+    assert torch.equal(got.path.cpu(), want.path)
+    assert torch.equal(got.n_accepted.cpu(), want.n_accepted)
+    assert torch.equal(got.bonus.cpu(), want.bonus)
