@@ -82,24 +82,27 @@ def _rotary_into_cache(
     s1, s2 = tl.load(sin_ptr + bt * s_cos + d, ok), tl.load(sin_ptr + bt * s_cos + half + d, ok)
     is_q = head < n_q
     is_k = (head >= n_q) & (head < n_q + n_kv)
-    x1 = tl.load(row + head * HEAD_DIM + d, ok & (is_q | is_k), other=0.0)
-    x2 = tl.load(row + head * HEAD_DIM + half + d, ok & (is_q | is_k), other=0.0)
+    # Per-head masks as where(head test, block mask, False): triton 3.9's interpreter
+    # turns (block mask & scalar bool) into int32, which tl.load refuses as a mask.
+    q_ok, k_ok = tl.where(is_q, ok, False), tl.where(is_k, ok, False)
+    x1 = tl.load(row + head * HEAD_DIM + d, q_ok | k_ok, other=0.0)
+    x2 = tl.load(row + head * HEAD_DIM + half + d, q_ok | k_ok, other=0.0)
     o1, o2 = _rotate(x1, x2, c1, c2, s1, s2, dtype)
     q_out = q_ptr + (bt * n_q + head) * HEAD_DIM  # q written (B, T, Hq, D)
-    tl.store(q_out + d, o1, ok & is_q)
-    tl.store(q_out + half + d, o2, ok & is_q)
+    tl.store(q_out + d, o1, q_ok)
+    tl.store(q_out + half + d, o2, q_ok)
     kh = tl.where(is_k, head - n_q, head - n_q - n_kv)  # this head's index among k (or v)
     slot = tl.load(start_ptr + b) + t
     cache_off = b * s_kc_b + kh * s_kc_h + slot * s_kc_s
     k_out = k_ptr + (bt * n_kv + kh) * HEAD_DIM  # k written (B, T, Hkv, D)
-    tl.store(k_out + d, o1, ok & is_k)
-    tl.store(k_out + half + d, o2, ok & is_k)
-    tl.store(kc_ptr + cache_off + d, o1, ok & is_k)
-    tl.store(kc_ptr + cache_off + half + d, o2, ok & is_k)
-    is_v = head >= n_q + n_kv
+    tl.store(k_out + d, o1, k_ok)
+    tl.store(k_out + half + d, o2, k_ok)
+    tl.store(kc_ptr + cache_off + d, o1, k_ok)
+    tl.store(kc_ptr + cache_off + half + d, o2, k_ok)
     full = tl.arange(0, 2 * BLOCK_H)
-    v = tl.load(row + head * HEAD_DIM + full, (full < HEAD_DIM) & is_v, other=0.0)
-    tl.store(vc_ptr + cache_off + full, v, (full < HEAD_DIM) & is_v)
+    v_ok = tl.where(head >= n_q + n_kv, full < HEAD_DIM, False)
+    v = tl.load(row + head * HEAD_DIM + full, v_ok, other=0.0)
+    tl.store(vc_ptr + cache_off + full, v, v_ok)
 
 
 def rotary_into_cache(
