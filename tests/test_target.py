@@ -81,3 +81,18 @@ def test_static_rotary_table_equals_the_module(request, name):
     prompts = [[5, 17, 33, 42, 8, 99], [11, 64, 23]]
     outs = [[r.output_ids for r in Vanilla().generate(t, prompts, gen, 0)] for t in (static, plain)]
     assert outs[0] == outs[1]
+
+
+def test_generate_counts_its_forward_passes(tiny_llama):
+    """transformers' generate: one pass per new token (the prefill's included); prompt
+    lookup, on a prompt whose continuation repeats n-grams it holds, verifies several
+    tokens in some passes with the same greedy output: its tau is measured, above 1."""
+    target = TargetModel(tiny_llama[0], sdpa_attention)
+    gen = Generation(max_new_tokens=64, eos_ids=())
+    plain = HFGenerate().generate(target, [[5, 6, 7, 8, 9] * 4], gen, 0)[0]
+    assert plain.target_forwards == len(plain.output_ids) == 64
+    prompt = [5, 6, 7, 8, 9] * 4 + plain.output_ids
+    again = HFGenerate().generate(target, [prompt], gen, 0)[0]
+    lookup = HFGenerate(prompt_lookup_num_tokens=10).generate(target, [prompt], gen, 0)[0]
+    assert lookup.output_ids == again.output_ids
+    assert again.target_forwards == 64 and lookup.target_forwards < 64

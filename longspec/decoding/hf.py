@@ -17,7 +17,9 @@ class HFGenerate:
     """Runs ``target.hf.generate`` one prompt at a time.
 
     generate() does not expose its prefill, so prefill time is measured as a run with one
-    new token, and decode time as the full run minus that.
+    new token, and decode time as the full run minus that. Target forward passes are
+    counted by a hook on the model during the full run (prompt lookup verifies several
+    tokens per pass, so its tau is measured, not assumed).
     """
 
     needs_draft = False
@@ -38,7 +40,7 @@ class HFGenerate:
     def _one(self, target, prompt, gen, pad_id, timer) -> RowResult:
         ids = torch.tensor([prompt], device=target.device)  # (1, T)
         first = self._timed(target, ids, gen, pad_id, 1)[1]
-        out, total = self._timed(target, ids, gen, pad_id, gen.max_new_tokens)
+        out, total, forwards = self._timed(target, ids, gen, pad_id, gen.max_new_tokens)
         if timer is not None and timer.enabled:
             timer.seconds["prefill"] += first
             timer.seconds["decode"] += max(total - first, 0.0)
@@ -48,11 +50,11 @@ class HFGenerate:
             row.output_ids.append(tok)
             if tok in gen.eos_ids:
                 break
-        forwards = len(row.output_ids) if self.prompt_lookup_num_tokens is None else None
-        row.target_forwards = forwards or len(row.output_ids)  # not observable with lookup
+        row.target_forwards = forwards  # the prefill's pass included, as the loop counts
         return row
 
-    def _timed(self, target, ids, gen, pad_id, n_new) -> tuple[torch.Tensor, float]:
+    def _timed(self, target, ids, gen, pad_id, n_new) -> tuple[torch.Tensor, float, int]:
+        """(output ids (1, T + new), seconds, forward passes of the target)."""
         torch.manual_seed(gen.seed)
         kwargs = dict(
             max_new_tokens=n_new,
@@ -66,9 +68,14 @@ class HFGenerate:
             kwargs.update(temperature=gen.temperature, top_p=gen.top_p, top_k=0)
         if self.prompt_lookup_num_tokens:
             kwargs["prompt_lookup_num_tokens"] = self.prompt_lookup_num_tokens
-        synchronize(target.device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = target.hf.generate(ids, **kwargs)
-        synchronize(target.device)
-        return out, time.perf_counter() - start
+        calls = [0]
+        hook = target.hf.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        try:
+            synchronize(target.device)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = target.hf.generate(ids, **kwargs)
+            synchronize(target.device)
+            return out, time.perf_counter() - start, calls[0]
+        finally:
+            hook.remove()
