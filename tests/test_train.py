@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +173,48 @@ def test_train_configs_compose(conf_dir, train_name):
     assert 1 <= t.lag_min <= t.lag_max and t.init in ("last_layer", "first_last", "random")
     if train_name == "default":
         assert t.save_path == "longspec/assets/glide-smollm2" and t.save_dtype == "float16"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("device=gpu", "device=gpu"),
+        ("train.target_dtype=fp16", "train.target_dtype"),
+        ("train.amp=fp16", "train.amp"),
+        ("train.save_dtype=bf16", "train.save_dtype"),
+        ("train.init=zeros", "train.init"),
+        ("train.micro_batch=0", "train.micro_batch"),
+        ("train.micro_batch=3", "train.batch_size=4 must be a multiple"),
+        ("train.steps=-1", "train.steps"),
+        ("train.lr=0", "train.lr"),
+        ("train.distill_weight=2", "train.distill_weight"),
+        ("train.betas=[0.9]", "train.betas"),
+        ("train.lag_max=0", "train.lag_max"),
+        ("train.selfgen.batch=0", "train.selfgen.batch"),
+        ("train.eval.tree_shape=[2,0]", "train.eval.tree_shape"),
+        ("train.eval.sequences=0", "train.eval.sequences"),
+        ("resume=true", "resume=true but"),
+    ],
+)
+def test_train_rejects_bad_settings_before_loading(conf_dir, tmp_path, override, named):
+    """One line naming the setting, raised before the target loads (validate_train)."""
+    from hydra import compose, initialize_config_dir
+
+    from longspec.train.checks import validate_train
+
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose("train_config", overrides=_overrides(tmp_path / "w", override))
+    with pytest.raises(ValueError, match=re.escape(named)) as err:
+        validate_train(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_train_cli_bad_setting_is_one_line_and_exit_2(tmp_path, tiny_cache):
+    env = {**os.environ, "LONGSPEC_CACHE": str(tiny_cache)}
+    cmd = [sys.executable, "train.py", *_overrides(tmp_path, "train.amp=fp16")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "train.amp=fp16" in proc.stderr and not (tmp_path / "checkpoint").exists()
 
 
 def _overrides(work_dir: Path, *extra: str) -> list[str]:

@@ -20,6 +20,7 @@ from longspec.loading import load_target, special_ids
 from longspec.models.draft_vocab import count_tokens
 from longspec.models.target import TargetModel
 from longspec.train.checkpoint import export_draft, load_checkpoint, model_card, save_checkpoint
+from longspec.train.checks import validate_train
 from longspec.train.data import TrainData, eval_sequences, tokenize_split
 from longspec.train.evaluate import (
     autocast,
@@ -402,6 +403,7 @@ class Trainer:
 
 
 def train(cfg: DictConfig) -> int:
+    validate_train(cfg)  # every setting, before the target loads
     trainer = Trainer(cfg)
     trainer.setup()
     metrics = trainer.fit()
