@@ -6,6 +6,7 @@ SmolLM2 model; they run by default (deselect with ``-m "not slow"``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from longspec.loading import load_target
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# Jobs log to W&B offline by default; the tests' many short jobs skip it (tests that check
+# W&B files set WANDB_MODE=offline themselves). Subprocesses inherit this.
+os.environ.setdefault("WANDB_MODE", "disabled")
 
 LoadedModel = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 

@@ -53,6 +53,12 @@ def test_logger_configs_instantiate(name, tmp_path, monkeypatch):
     assert hasattr(tracker, "start") and hasattr(tracker, "finish")
 
 
+def test_default_job_logs_to_wandb_offline():
+    """Issue 4: the default job keeps an offline W&B run beside its results."""
+    cfg = compose_with()
+    assert cfg.logger._target_ == "longspec.tracking.WandbLogger" and cfg.logger.mode == "offline"
+
+
 def test_schema_rejects_wrong_types():
     with pytest.raises(Exception, match="max_new_tokens"):
         compose_with("generation.max_new_tokens=many")

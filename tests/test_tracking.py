@@ -202,7 +202,10 @@ def test_wandb_failure_only_warns(
 
 
 def test_no_logger_is_a_tracker(tmp_path: Path) -> None:
+    """The tracker contract, and nothing written: results files are the runner's."""
     run_job(NoLogger(), tmp_path)
+    run_job(NoLogger(), tmp_path / "failed", failed=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------ real wandb, offline
