@@ -452,7 +452,7 @@ def data(cfg: DictConfig) -> None:
         raise ValueError("data is not set: pick a data=... option")
     num = node.get("num_samples")
     if num is not None:
-        _require_int("data.num_samples", num, 0, " or null (all)")
+        _require_int("data.num_samples", num, 1, " or null (all)")
     tokens = node.get("prompt_tokens")
     if tokens is not None:
         _require_int("data.prompt_tokens", tokens, 1)

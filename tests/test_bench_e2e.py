@@ -37,6 +37,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> list:
         (["data.prompt_tokens=5000"], "data.prompt_tokens=5000 does not fit"),
         (["device=gpu"], "device=gpu is not one of"),
         (["methods=[vanilla,nosuch]"], "methods: unknown decode method 'nosuch'"),
+        (["methods=[tree]"], "reference=vanilla is not one of methods=['tree']"),
     ],
 )
 def test_bad_bench_config_fails_before_loading(no_model: list, overrides, expected) -> None:

@@ -70,6 +70,11 @@ def checked_methods(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
     from longspec.validate import DECODE_CHECKS, validate
 
     validate(cfg)
+    if cfg.reference not in cfg.methods:
+        raise ValueError(
+            f"reference={cfg.reference} is not one of methods={list(cfg.methods)}: the "
+            "speedups are over it"
+        )
     methods = [(m, decode_config(m, cfg)) for m in cfg.methods]
     for name, node in methods:
         scoped = cfg.copy()
