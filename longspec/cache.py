@@ -232,14 +232,20 @@ class DraftCache:
         shape and needs no host synchronisation; rows padded on the right keep their own
         last window.
         """
-        if k.shape[2] > self.period - self.window:
-            newest = torch.where(valid, positions, -1).amax(1, keepdim=True)  # (B, 1)
-            valid = valid & (positions > newest - self.window)
-        slots = torch.where(valid, positions % self.period, self.period)  # (B, T)
+        slots = self.ring_slots(positions, valid)  # (B, T)
         rows = torch.arange(k.shape[0], device=k.device)[:, None].expand_as(slots)  # (B, T)
         self.ring_k[rows, :, slots] = k.transpose(1, 2)  # (B, T, Hkv, D)
         self.ring_v[rows, :, slots] = v.transpose(1, 2)
-        self.ring_pos[rows, slots] = torch.where(valid, positions, -1)
+
+    def ring_slots(self, positions: Tensor, valid: Tensor) -> Tensor:
+        """(B, T) ring slot of each entry of :meth:`absorb` (the spare slot where it is not
+        kept), with ``ring_pos`` already set for them: the caller writes keys and values."""
+        if positions.shape[1] > self.period - self.window:
+            newest = torch.where(valid, positions, -1).amax(1, keepdim=True)  # (B, 1)
+            valid = valid & (positions > newest - self.window)
+        slots = torch.where(valid, positions % self.period, self.period)  # (B, T)
+        self.ring_pos.scatter_(1, slots, torch.where(valid, positions, -1))  # spare: all -1
+        return slots
 
     def ring_visible(self, positions: Tensor) -> Tensor:
         """(B, T, C) bool: ring slots inside each query's window (p - window, p)."""

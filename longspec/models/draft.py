@@ -51,8 +51,11 @@ class GlideDraft:
     def absorb(self, cache: DraftCache, tokens: Tensor, positions: Tensor, valid: Tensor) -> None:
         """Add committed tokens (B, T) at positions (B, T) where valid (B, T) to the ring."""
         emb = self.target.embed(tokens)  # (B, T, hidden)
+        cos, sin = self.target.rotary(emb, positions)  # (B, T, D)
+        if self.fused is not None:
+            self.fused.absorb(self.layer, cache, emb, cos, sin, cache.ring_slots(positions, valid))
+            return
         k, v = self.layer.self_kv(emb)  # (B, Hkv, T, D)
-        cos, sin = self.target.rotary(emb, positions)
         cache.absorb(apply_rotary(k, cos, sin), v, positions, valid)
 
     @torch.inference_mode()
@@ -176,6 +179,9 @@ class FusedDraft:
 
         attn, mlp = layer.self_attn, layer.mlp
         self.qkv_weight, self.qkv_bias = concat_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+        q_rows = attn.q_proj.weight.shape[0]  # k|v: the rows after q's (views, no copy)
+        self.kv_weight = self.qkv_weight[q_rows:]
+        self.kv_bias = None if self.qkv_bias is None else self.qkv_bias[q_rows:]
         self.gate_up = concat_linears([mlp.gate_proj, mlp.up_proj])[0]
         self.heads, self.kv_heads = layer.dims.heads, layer.dims.kv_heads
         self._stand_ins: dict[int, tuple[Tensor, Tensor]] = {}  # batch -> (cache, starts)
@@ -192,6 +198,19 @@ class FusedDraft:
             qkv, cos, sin, cache.pend_k, cache.pend_v, start, self.heads, self.kv_heads
         )
         return q, cache.pend_k[:, :, :end], cache.pend_v[:, :, :end]
+
+    def absorb(
+        self, layer: GlideLayer, cache: DraftCache, emb: Tensor, cos: Tensor, sin: Tensor,
+        slots: Tensor,
+    ) -> None:  # fmt: skip
+        """Committed tokens' embeddings emb (B, T, hidden) into the ring at slots (B, T):
+        norm, one k|v projection, then rotary and the scattered writes in one kernel."""
+        from longspec.models.fused_kernels import add_rms_norm, rotary_into_cache
+
+        norm = layer.input_layernorm
+        h = add_rms_norm(emb, None, norm.weight, norm.eps)[1]
+        kv = torch.nn.functional.linear(h, self.kv_weight, self.kv_bias)  # (B, T, 2 Hkv D)
+        rotary_into_cache(kv, cos, sin, cache.ring_k, cache.ring_v, slots, 0, self.kv_heads)
 
     def self_attention(
         self, q: Tensor, cache: DraftCache, positions: Tensor, pending_mask: Tensor

@@ -67,10 +67,10 @@ def _rotate(x1, x2, c1, c2, s1, s2, dtype: tl.constexpr):
 def _rotary_into_cache(
     qkv_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, kc_ptr, vc_ptr, start_ptr,
     s_row, s_cos, s_kc_b, s_kc_h, s_kc_s, n_tokens, n_q, n_kv,
-    HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr, PER_TOKEN: tl.constexpr,
 ):  # fmt: skip
     """One token, one head of the fused q|k|v row: rotate q (to q_ptr) or k (to k_ptr and
-    the cache slot start[b] + t), and copy v to its cache slot."""
+    the cache slot start[b] + t, or start[b, t] with PER_TOKEN), and copy v to its slot."""
     bt, head = tl.program_id(0), tl.program_id(1)
     b, t = bt // n_tokens, bt % n_tokens
     half = HEAD_DIM // 2
@@ -92,7 +92,7 @@ def _rotary_into_cache(
     tl.store(q_out + d, o1, q_ok)
     tl.store(q_out + half + d, o2, q_ok)
     kh = tl.where(is_k, head - n_q, head - n_q - n_kv)  # this head's index among k (or v)
-    slot = tl.load(start_ptr + b) + t
+    slot = tl.load(start_ptr + bt) if PER_TOKEN else tl.load(start_ptr + b) + t
     cache_off = b * s_kc_b + kh * s_kc_h + slot * s_kc_s
     k_out = k_ptr + (bt * n_kv + kh) * HEAD_DIM  # k written (B, T, Hkv, D)
     tl.store(k_out + d, o1, k_ok)
@@ -116,7 +116,8 @@ def rotary_into_cache(
     n_kv: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Split a fused projection qkv (B, T, (Hq + 2 Hkv) * D), rotate q and k by cos/sin
-    (B, T, D), write k and v to the cache (B, Hkv, S, D) at slots start[b] + t.
+    (B, T, D), write k and v to the cache (B, Hkv, S, D) at slots start[b] + t (start
+    (B,)), or at start[b, t] (start (B, T): scattered slots, as the draft's ring takes).
 
     Returns q (B, Hq, T, D), k and v (B, Hkv, T, D) (views; k rotated, v from qkv).
     """
@@ -124,11 +125,12 @@ def rotary_into_cache(
     head_dim = width // (n_q + 2 * n_kv)
     q = qkv.new_empty(batch, n_tokens, n_q, head_dim)
     k = qkv.new_empty(batch, n_tokens, n_kv, head_dim)
-    cos, sin = cos.contiguous(), sin.contiguous()
+    cos, sin, start = cos.contiguous(), sin.contiguous(), start.contiguous()
     _rotary_into_cache[(batch * n_tokens, n_q + 2 * n_kv)](
         qkv, cos, sin, q, k, k_cache, v_cache, start,
         qkv.stride(1), cos.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         n_tokens, n_q, n_kv, HEAD_DIM=head_dim, BLOCK_H=triton.next_power_of_2(head_dim // 2),
+        PER_TOKEN=start.dim() == 2,
     )  # fmt: skip
     v = qkv[..., (n_q + n_kv) * head_dim :].unflatten(-1, (n_kv, head_dim))  # (B, T, Hkv, D)
     return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)

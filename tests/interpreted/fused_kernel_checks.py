@@ -242,3 +242,39 @@ def test_shared_position_needs_no_read():
     assert shared_position(torch.tensor([[5]]))
     assert shared_position(torch.tensor([[5]]).expand(-1, 3))
     assert not shared_position(torch.tensor([[5, 5, 5]]))  # equal, but only a read says so
+
+
+def test_fused_absorb_fills_the_ring_like_the_plain_one(tiny_llama):
+    """The fused absorb (norm kernel, one k|v projection, rotary and the scattered ring
+    writes in one kernel) stores what the plain one does: a right-padded prompt longer
+    than the ring, then rounds that keep 1..3 tokens and wrap around the ring."""
+    model, _ = tiny_llama
+    target = TargetModel(model, eager_attention, static=True)
+    target.new_cache(2, 64)  # the rotary table
+    layer = random_glide(model.config, 0, target.dtype, target.device)
+    layer.input_layernorm.weight.data.uniform_(0.5, 1.5)
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, 200, (2, 20), generator=gen)
+    lengths = torch.tensor([20, 13])
+    rings = []
+    for fused in (False, True):
+        draft = GlideDraft(layer, target, eager_attention, window=8)
+        draft.fused = FusedDraft(layer) if fused else None
+        cache = draft.new_cache(2, 4, 4)  # period 12: the prompt and rounds wrap
+        pos = torch.arange(20).expand(2, -1)
+        draft.absorb(cache, ids, pos, pos < lengths[:, None])
+        base = lengths.clone()
+        for keep in ([3, 1], [2, 3], [1, 2]):
+            n_keep = torch.tensor(keep)
+            offsets = torch.arange(3)
+            kept = torch.randint(3, 200, (2, 3), generator=torch.Generator().manual_seed(sum(keep)))
+            draft.absorb(cache, kept, base[:, None] + offsets, offsets < n_keep[:, None])
+            base += n_keep
+        rings.append(cache)
+    plain, fused = rings
+    assert torch.equal(plain.ring_pos, fused.ring_pos)
+    used = (plain.ring_pos >= 0)[:, None, :, None]  # (B, 1, C, 1): the spare slot is junk
+    for a, b in ((plain.ring_k, fused.ring_k), (plain.ring_v, fused.ring_v)):
+        assert torch.where(used, a - b, 0).abs().max() <= 1e-6  # one k|v GEMM vs two
+    for row, last in zip(plain.ring_pos, (25, 18), strict=True):  # each row's last period
+        assert sorted(row[row >= 0].tolist()) == list(range(last - 11, last + 1))
