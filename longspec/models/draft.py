@@ -223,8 +223,9 @@ class FusedDraft:
         on the plain path (sdpa, a per-query mask) cuDNN took ~30 us a call on the H200
         (sdpa_probe_h200.json)."""
         from longspec.attention.split_kernel import split_attention_lse
+        from longspec.models.draft_kernels import ring_keep
 
-        keep = cache.ring_visible(positions[:, :1])[:, 0]  # (B, C)
+        keep = ring_keep(cache.ring_pos, positions[:, 0], cache.window)  # (B, C)
         ring = self._ring_length(cache)  # (B,) every ring slot below the pending ones
         end = cache.capacity + cache.n_pending
         k, v = cache.keys[:, :, :end], cache.values[:, :, :end]  # (B, Hkv, C + P, D) views

@@ -7,7 +7,7 @@ import torch
 
 from longspec.attention.eager import eager_attention
 from longspec.attention.triton_hybrid import TritonHybridAttention
-from longspec.cache import KVCache
+from longspec.cache import DraftCache, KVCache
 from longspec.decoding.glide import TreeDecoding
 from longspec.decoding.sampling import Generation
 from longspec.decoding.vanilla import Vanilla
@@ -278,3 +278,18 @@ def test_fused_absorb_fills_the_ring_like_the_plain_one(tiny_llama):
         assert torch.where(used, a - b, 0).abs().max() <= 1e-6  # one k|v GEMM vs two
     for row, last in zip(plain.ring_pos, (25, 18), strict=True):  # each row's last period
         assert sorted(row[row >= 0].tolist()) == list(range(last - 11, last + 1))
+
+
+@pytest.mark.parametrize("n_slots", [19, 2500])  # one block; three (the last partial)
+def test_ring_keep_matches_ring_visible(n_slots):
+    """The one-kernel ring visibility equals DraftCache.ring_visible at one position."""
+    from longspec.models.draft_kernels import ring_keep
+
+    gen = torch.Generator().manual_seed(n_slots)
+    cache = DraftCache(3, 1, 4, window=16, max_absorb=n_slots - 17, max_pending=2,
+                       dtype=torch.float32, device="cpu")  # fmt: skip
+    cache.ring_pos[:] = torch.randint(-1, 60, cache.ring_pos.shape, generator=gen)
+    qpos = torch.tensor([[30], [5], [61]]).expand(-1, 2)  # a level: one position per row
+    want = cache.ring_visible(qpos[:, :1])[:, 0]  # (B, C)
+    got = ring_keep(cache.ring_pos, qpos[:, 0], cache.window)
+    assert got.dtype == torch.bool and torch.equal(got, want) and want.any()
