@@ -205,6 +205,35 @@ def best_children(scores: Tensor, cum: Tensor, width: int) -> tuple[Tensor, Tens
     return cols.flatten(1).gather(1, top.indices), top.indices // per, top.values
 
 
+def grow_level(
+    scores: Tensor,
+    cum: Tensor,
+    width: int,
+    ids: Tensor | None,
+    mask: Tensor,
+    level_start: int,
+    start: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One beam level joins its tree: :func:`best_children` of scores (B, n, K) under the
+    n nodes from ``level_start``, as tokens (``ids[column]``, or the column when ids is
+    None), parent node indices and cumulative log-probs, each (B, width); the new nodes'
+    rows ``start ..`` of the ancestor mask (B, N+1, N+1), which hold their own bit, get
+    their parent's row ORed in (in place). On CUDA one kernel does the ranking's last
+    step and all of this."""
+    if _on_kernel(scores) and mask.is_contiguous():
+        from longspec.decoding.beam_kernel import Growth, best_children_kernel
+
+        per = min(width, scores.shape[-1])
+        grow = Growth(ids, mask, level_start, start)
+        return best_children_kernel(scores, cum, width, per, grow=grow)
+    cols, parent, cum = best_children(scores, cum, width)  # (B, width) each
+    parent = level_start + parent
+    n_all = mask.shape[-1]
+    seen = mask.gather(1, parent[:, :, None].expand(-1, -1, n_all))  # (B, width, N+1)
+    mask[:, start : start + width] |= seen
+    return (cols if ids is None else ids[cols]), parent, cum
+
+
 def _on_kernel(scores: Tensor) -> bool:
     """CUDA float32 scores (any vocabulary: wide ones are ranked in chunks)."""
     return scores.is_cuda and scores.dtype == torch.float32

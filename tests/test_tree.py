@@ -14,6 +14,7 @@ from longspec.tree import (
     TreeShape,
     ancestor_mask,
     best_children,
+    grow_level,
     node_depths,
     path_to,
     tree_depth,
@@ -206,3 +207,28 @@ def test_best_children_kernel_on_cuda_matches_the_cpu_ranking(parents, vocab, wi
     ref_cols, ref_parent, ref_values = best_children(scores, cum, width)
     assert torch.allclose(values.cpu(), ref_values, atol=1e-4)
     assert torch.equal(cols.cpu(), ref_cols) and torch.equal(parent.cpu(), ref_parent)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("vocab", [8192, 128256])
+def test_grow_level_on_cuda_matches_the_cpu_path(vocab):
+    """A [4, 16, 16] tree grown on the kernel: tokens, parents, log-probs and mask as on CPU."""
+    gen = torch.Generator().manual_seed(vocab)
+    ids = torch.randperm(200000, generator=gen)[:vocab]
+    n_all, batch = 37, 2
+    trees = {d: torch.eye(n_all, dtype=torch.bool).expand(batch, -1, -1).clone().to(d)
+             for d in ("cpu", "cuda")}  # fmt: skip
+    cum = {d: torch.zeros(batch, 1, device=d) for d in trees}
+    level_start, start, n = 0, 1, 1
+    for width in (4, 16, 16):
+        scores = torch.randn(batch, n, vocab, generator=gen) * 4  # (B, n, K)
+        out = {
+            d: grow_level(scores.to(d), cum[d], width, ids.to(d), trees[d], level_start, start)
+            for d in trees
+        }
+        assert torch.equal(out["cuda"][0].cpu(), out["cpu"][0])
+        assert torch.equal(out["cuda"][1].cpu(), out["cpu"][1])
+        assert torch.allclose(out["cuda"][2].cpu(), out["cpu"][2], atol=1e-4)
+        cum = {d: out["cpu"][2].to(d) for d in trees}  # one ranking state for both
+        level_start, start, n = start, start + width, width
+    assert torch.equal(trees["cuda"].cpu(), trees["cpu"])

@@ -22,6 +22,7 @@ lowest index goes first.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -115,28 +116,59 @@ def _merge_chunks(
 @triton.jit
 def _rank_candidates(
     val_ptr, col_ptr, out_val_ptr, out_col_ptr, out_parent_ptr, n_cand,
+    ids_ptr, mask_ptr, level_start, start, n_all,
     PER: tl.constexpr, WIDTH: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+    GROW: tl.constexpr, HAS_IDS: tl.constexpr, BLOCK_A: tl.constexpr,
 ):  # fmt: skip
-    """Row b = program 0: the WIDTH best of its n * PER candidates."""
+    """Row b = program 0: the WIDTH best of its n * PER candidates. With GROW, as a tree
+    level: tokens (ids[column] with HAS_IDS) instead of columns, parents as node indices
+    (level_start + parent), and each new node's ancestor-mask row (start + w) ORed with
+    its parent's row."""
     b = tl.program_id(0)
     idx = tl.arange(0, BLOCK_C)
     x = tl.load(val_ptr + b * n_cand + idx, idx < n_cand, other=float("-inf"))  # (BC,)
     vals, picks = _top_slots(x, WIDTH, BLOCK_W)
     slots = tl.arange(0, BLOCK_W)
     ok = slots < WIDTH
-    cols = tl.load(col_ptr + b * n_cand + picks, ok, other=0)
+    cols = tl.load(col_ptr + b * n_cand + picks, ok, other=0).to(tl.int64)
+    parents = (picks // PER).to(tl.int64)
     tl.store(out_val_ptr + b * WIDTH + slots, vals, ok)
-    tl.store(out_col_ptr + b * WIDTH + slots, cols.to(tl.int64), ok)
-    tl.store(out_parent_ptr + b * WIDTH + slots, (picks // PER).to(tl.int64), ok)
+    if GROW:
+        if HAS_IDS:
+            cols = tl.load(ids_ptr + cols, ok, other=0)
+        parents += level_start
+        _grow_mask(mask_ptr + b * n_all * n_all, parents, slots, start, n_all, WIDTH, BLOCK_A)
+    tl.store(out_col_ptr + b * WIDTH + slots, cols, ok)
+    tl.store(out_parent_ptr + b * WIDTH + slots, parents, ok)
+
+
+@triton.jit
+def _grow_mask(mask_ptr, parents, slots, start, n_all, WIDTH: tl.constexpr,
+               BLOCK_A: tl.constexpr):  # fmt: skip
+    """Rows start + w of one (N+1, N+1) mask |= row parents[w] (a node sees what its
+    parent sees)."""
+    cols = tl.arange(0, BLOCK_A)
+    ok = cols < n_all
+    for w in tl.static_range(WIDTH):
+        parent = tl.sum(tl.where(slots == w, parents, 0), 0)
+        seen = tl.load(mask_ptr + parent * n_all + cols, ok, other=0)
+        dst = mask_ptr + (start + w) * n_all + cols
+        tl.store(dst, seen | tl.load(dst, ok, other=0), ok)
 
 
 def best_children_kernel(
-    scores: Tensor, cum: Tensor, width: int, per: int, chunk: int | None = None
+    scores: Tensor,
+    cum: Tensor,
+    width: int,
+    per: int,
+    chunk: int | None = None,
+    grow: Growth | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``best_children`` of scores (B, n, K) float32 and cum (B, n): columns, parents,
     cumulative log-probs, each (B, width). ``per`` = min(width, K) candidates a parent.
     ``chunk`` (a power of two >= per): columns a program ranks; None: all of them up to
-    MAX_COLUMNS, else CHUNK."""
+    MAX_COLUMNS, else CHUNK. ``grow``: the level joins a tree (``tree.grow_level``):
+    tokens and node-index parents come back, and the tree's mask is filled in place."""
     batch, n, n_cols = scores.shape
     scores, cum = scores.contiguous(), cum.float().contiguous()
     cand_val = scores.new_empty(batch, n * per)  # (B, n*per) float32
@@ -152,11 +184,29 @@ def best_children_kernel(
     values = scores.new_empty(batch, width)
     cols = cand_col.new_empty(batch, width, dtype=torch.int64)
     parents = torch.empty_like(cols)
+    g = grow or Growth(None, cols, 0, 0)  # unused pointers when not growing
+    mask = g.mask.view(torch.uint8) if grow else cols
+    n_all = g.mask.shape[-1] if grow else 1
     _rank_candidates[(batch,)](
-        cand_val, cand_col, values, cols, parents, n * per, PER=per, WIDTH=width,
-        BLOCK_C=triton.next_power_of_2(n * per), BLOCK_W=triton.next_power_of_2(width),
+        cand_val, cand_col, values, cols, parents, n * per,
+        cols if g.ids is None else g.ids, mask, g.level_start, g.start, n_all,
+        PER=per, WIDTH=width, BLOCK_C=triton.next_power_of_2(n * per),
+        BLOCK_W=triton.next_power_of_2(width), GROW=grow is not None,
+        HAS_IDS=g.ids is not None, BLOCK_A=triton.next_power_of_2(n_all),
     )  # fmt: skip
     return cols, parents, values
+
+
+@dataclass
+class Growth:
+    """Where a ranked level joins its tree: ``ids`` (K,) token of each score column (None:
+    the column), ``mask`` (B, N+1, N+1) contiguous bool ancestor mask, the node index of
+    the parents' level's first node and of this level's first node."""
+
+    ids: Tensor | None
+    mask: Tensor
+    level_start: int
+    start: int
 
 
 def _chunked_candidates(

@@ -18,7 +18,7 @@ from longspec.metrics import PhaseTimer
 from longspec.models.draft import GlideDraft
 from longspec.models.glide import GlideLayer
 from longspec.models.target import TargetModel
-from longspec.tree import TreeShape, best_children
+from longspec.tree import TreeShape, grow_level
 from longspec.verify import Acceptance
 
 
@@ -165,12 +165,10 @@ class TreeDecoding(_GlideBase):
         level_start, start = 0, 1  # first node of the parents' level, of the new level
         for level, width in enumerate(self.shape.levels):
             self._children_scores(level, scores)
-            cols, parent, cum = best_children(scores, cum, width)  # (B, k) each
-            tokens.append(cols if ids is None else ids[cols])
-            parents.append(level_start + parent)
+            token, parent, cum = grow_level(scores, cum, width, ids, mask, level_start, start)
+            tokens.append(token)  # (B, k)
+            parents.append(parent)  # (B, k) node indices
             end = start + width
-            seen = mask.gather(1, parents[-1][:, :, None].expand(-1, -1, n_all))  # (B, k, N+1)
-            mask[:, start:end] |= seen
             if level + 1 < self.shape.depth:
                 pos = state.cache.lengths[:, None] + level + 1  # (B, 1)
                 scores = self.draft.step_scores(  # (B, k, K)

@@ -51,3 +51,30 @@ def test_ties_go_to_the_lowest_index(chunk):
     scores = torch.zeros(1, 2, 8)  # every pair equal
     cols, parent, _ = best_children_kernel(scores, torch.zeros(1, 2), 3, 3, chunk)
     assert parent.tolist() == [[0, 0, 0]] and cols.tolist() == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize(("vocab", "chunk", "with_ids"), [(300, None, True), (1000, 64, False)])
+def test_growing_a_tree_level_matches_torch(vocab, chunk, with_ids):
+    """A whole tree grown level by level through the kernel (tokens through ids, parents as
+    node indices, the ancestor mask filled in place) equals the torch path of grow_level."""
+    from longspec.decoding.beam_kernel import Growth
+    from longspec.tree import grow_level
+
+    gen = torch.Generator().manual_seed(vocab)
+    levels, batch = (3, 5, 4), 2
+    n_all = 1 + sum(levels)
+    ids = torch.randperm(5000, generator=gen)[:vocab] if with_ids else None
+    masks = [torch.eye(n_all, dtype=torch.bool).expand(batch, -1, -1).clone() for _ in "ab"]
+    cum = [torch.zeros(batch, 1), torch.zeros(batch, 1)]
+    level_start, start, n = 0, 1, 1
+    for width in levels:
+        scores = torch.randn(batch, n, vocab, generator=gen) * 3  # (B, n, K)
+        want = grow_level(scores, cum[0], width, ids, masks[0], level_start, start)  # torch
+        per = min(width, vocab)
+        grow = Growth(ids, masks[1], level_start, start)
+        got = best_children_kernel(scores, cum[1], width, per, chunk, grow=grow)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert torch.allclose(got[2], want[2], atol=1e-5)
+        cum = [want[2], got[2]]
+        level_start, start, n = start, start + width, width
+    assert torch.equal(masks[0], masks[1]) and masks[0].sum() > batch * n_all
