@@ -358,6 +358,7 @@ def draft(cfg: DictConfig) -> None:
         raise ValueError(f"{where}={root} {what} (a GLIDE checkpoint dir)")
     if not any(root.glob("*.safetensors")) and not any(root.glob("*.bin")):
         raise ValueError(f"{where}={root} holds no *.safetensors or *.bin weights")
+    _check_draft_vocab(cfg, root)
     draft_cfg_file = root / "config.json"
     target_dims = _known_target_dims(cfg)
     if draft_cfg_file.is_file() and target_dims:
@@ -366,6 +367,23 @@ def draft(cfg: DictConfig) -> None:
         draft_dims = json.loads(draft_cfg_file.read_text())
         # Dimensions unknown before loading compare equal (they are checked at load time).
         check_fits(draft_dims, SimpleNamespace(**{**draft_dims, **target_dims}), str(root))
+
+
+def _check_draft_vocab(cfg: DictConfig, root: Path) -> None:
+    """decode.draft_vocab (and baseline's): a positive integer, with the draft's token
+    ranking beside its weights."""
+    from longspec.models.draft_vocab import RANKING_FILE
+
+    for name, node in _decode_nodes(cfg):
+        size = node.get("draft_vocab")
+        if size is None:
+            continue
+        _require_int(f"{name}.draft_vocab", size, 1, " or null")
+        if not (root / RANKING_FILE).is_file():
+            raise ValueError(
+                f"{name}.draft_vocab={size} needs {root / RANKING_FILE} (write it with "
+                "python -m longspec.train.draft_vocab)"
+            )
 
 
 FIT_KEYS = (
@@ -465,6 +483,7 @@ def data(cfg: DictConfig) -> None:
             )
     if node.get("root") is not None:
         _readable_dir("data.root", node.root)
+    _data_choices(node)
     target = str(node.get("_target_", ""))
     if target.endswith("LongBenchDataset"):
         from longspec.data.longbench import TASKS
@@ -484,6 +503,19 @@ def data(cfg: DictConfig) -> None:
             _check_jsonl("data.dir", _readable_file("data.dir", task_file))
     if node.get("path") is not None:
         _check_jsonl("data.path", _readable_file("data.path", node.path), node.get("_target_"))
+
+
+def _data_choices(node: DictConfig) -> None:
+    """pycode's split, localtext's kind and file count (where the data config has them)."""
+    from longspec.data.local_files import KINDS
+    from longspec.data.pycode import SPLITS
+
+    for key, allowed in (("split", SPLITS), ("kind", KINDS)):
+        value = node.get(key)
+        if key in node and value not in allowed:
+            raise ValueError(f"data.{key}={value} is not one of {', '.join(allowed)}")
+    if "min_files" in node:
+        _require_int("data.min_files", node.min_files, 1)
 
 
 def _check_jsonl(name: str, path: Path, target: str | None = None) -> None:

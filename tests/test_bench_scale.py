@@ -166,3 +166,24 @@ def test_breakdown_figure_from_a_saved_result(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "no measured context" in err and "cannot read" in err
     assert "not a scale benchmark result" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("contexts=[0]", "contexts must be a positive integer"),
+        ("contexts=[]", "contexts must be a non-empty list"),
+        ("reps=0", "reps must be a positive integer"),
+        ("shape=gpt5", "shape=gpt5 is not one of"),
+        ("tree_shape=[4,0]", "tree_shape must be a list of positive integers"),
+        ("taus.paper=0.5", "taus.paper must be a number >= 1"),
+        ("device=gpu", "device=gpu is not one of"),
+    ],
+)
+def test_bad_setting_fails_before_anything_is_built(tmp_path: Path, override, expected) -> None:
+    register_resolvers()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("bench_scale", overrides=["device=cpu", override, f"out={tmp_path / 'x'}"])
+    with pytest.raises(ValueError, match=expected) as err:
+        bench(cfg)
+    assert "\n" not in str(err.value) and not (tmp_path / "x").exists()

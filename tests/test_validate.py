@@ -458,3 +458,32 @@ def test_fuzz_redaction(secret: str, before: str) -> None:
     assume(secret not in "<redacted>")
     out = redact_config({"a": [f"{before}{secret}", {"b": secret}]}, {"X_TOKEN": secret})
     assert secret not in json.dumps(out)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data=pycode", "data.split=test"], "data.split=test is not one of train, eval"),
+        (["data=localtext", "data.kind=poetry"], "data.kind=poetry is not one of prose"),
+        (["data=localtext", "data.min_files=0"], "data.min_files must be a positive integer"),
+        (["model=smollm2", "decode=tree", "decode.draft_vocab=0"], "decode.draft_vocab must be"),
+    ],
+)
+def test_data_and_draft_vocab_are_checked_before_loading(overrides, expected) -> None:
+    """Settings the data loaders and the draft would refuse after the target loaded."""
+    message = error_of(composed(*overrides))
+    assert message is not None and expected in message, message
+
+
+def test_draft_vocab_needs_the_ranking_beside_the_draft(tmp_path: Path) -> None:
+    """A draft checkpoint without token_counts.json cannot take decode.draft_vocab."""
+    import shutil
+
+    cfg = composed("model=smollm2", "decode=tree")
+    src = ROOT / cfg.model.draft.package / cfg.model.draft.path  # the shipped draft
+    assert error_of(cfg) is None and (src / "token_counts.json").is_file()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(src / name, tmp_path / name)
+    moved = with_values(cfg, model__draft__path=str(tmp_path), model__draft__package=None)
+    message = error_of(moved)
+    assert message is not None and "token_counts.json" in message, message

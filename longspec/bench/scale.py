@@ -31,11 +31,38 @@ def attention_backend(name: str):
     return instantiate(OmegaConf.load(path))
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Every setting the run reads, before anything is built (one-line ValueError)."""
+    from longspec.models.random_weights import SHAPES
+    from longspec.validate import _is_int, _is_number, _require_int, validate
+
+    validate(cfg, only={"device", "dtype"})
+    if cfg.shape not in SHAPES:
+        raise ValueError(f"shape={cfg.shape} is not one of {', '.join(sorted(SHAPES))}")
+    contexts = cfg.contexts
+    if isinstance(contexts, str) or not contexts:
+        raise ValueError(f"contexts must be a non-empty list of token counts, got {contexts!r}")
+    for ctx in contexts:
+        _require_int("contexts", ctx, 1, f" (each of {list(contexts)})")
+    for key in ("reps", "bandwidth_mb"):
+        _require_int(key, cfg[key], 1)
+    _require_int("warmup", cfg.warmup, 0)
+    shape = cfg.tree_shape
+    if isinstance(shape, str) or not shape or not all(_is_int(w) and w >= 1 for w in shape):
+        raise ValueError(f"tree_shape must be a list of positive integers, got {shape!r}")
+    if cfg.draft_vocab is not None:
+        _require_int("draft_vocab", cfg.draft_vocab, 1, " or null")
+    for name, tau in cfg.taus.items():
+        if not _is_number(tau) or tau < 1:
+            raise ValueError(f"taus.{name} must be a number >= 1, got {tau!r}")
+
+
 def bench(cfg: DictConfig) -> dict:
     """Run every context of cfg; write the JSON after each; print the tables at the end."""
     from longspec.bench.scale_plot import plot_breakdown
     from longspec.bench.scale_run import run
 
+    check_config(cfg)
     out = Path(cfg.out or Path(HydraConfig.get().runtime.output_dir) / "scale.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
