@@ -194,3 +194,44 @@ def test_split_kernel_fused_merge_on_gpu(n_new):
         assert (lse - ref_lse).abs().max() <= 1e-5
     again = split_kernel.split_attention_lse(*args, fused_merge=True)
     assert torch.equal(again[0], out) and torch.equal(again[1], lse)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n_new", [1, 69])
+def test_bfloat16_fast_paths_on_gpu(n_new):
+    """The GPU kernels in bfloat16 (the Triton interpreter cannot check it on CPU): the
+    split-KV hybrid attention against float64 math, the fused norm against the module
+    (the residual add exact), rotary-into-cache against rotate-then-write."""
+    from longspec.attention.triton_hybrid import TritonHybridAttention
+    from longspec.cache import KVCache
+    from longspec.models.fused_kernels import add_rms_norm, rotary_into_cache
+    from longspec.models.glide import RMSNorm
+    from longspec.models.rotary import apply_rotary
+
+    gen = torch.Generator().manual_seed(n_new)
+    q, prefix, kn, vn, mask = make_case(
+        1, 8, 2, 1000, n_new, 64, gen, dtype=torch.bfloat16, device="cuda"
+    )
+    prefix.lengths[:] = 1000
+    cpu = Prefix(prefix.k.cpu(), prefix.v.cpu(), prefix.lengths.cpu())
+    ref = dense_reference(q.cpu(), cpu, kn.cpu(), vn.cpu(), mask.cpu())
+    out = TritonHybridAttention(min_prefix=0)(q, prefix, kn, vn, mask)
+    assert out.dtype == torch.bfloat16 and (out.cpu().double() - ref).abs().max() <= 1.6e-2
+
+    norm = RMSNorm(576, 1e-5).to("cuda", torch.bfloat16)
+    norm.weight.data.uniform_(0.5, 1.5)
+    x, delta = torch.randn(2, 3, n_new, 576, generator=gen).to("cuda", torch.bfloat16)
+    summed, normed = add_rms_norm(x, delta, norm.weight, norm.eps)
+    want = norm(x + delta).float()
+    assert torch.equal(summed, x + delta)
+    assert ((normed.float() - want).abs() <= 2**-7 * want.abs().clamp_min(1)).all()
+
+    n_q, n_kv, dim = 4, 2, 64
+    qkv = torch.randn(2, n_new, (n_q + 2 * n_kv) * dim, generator=gen).to("cuda", torch.bfloat16)
+    cos, sin = torch.randn(2, 2, n_new, dim, generator=gen).to("cuda", torch.bfloat16)
+    cache = KVCache(1, 2, n_kv, n_new + 8, dim, torch.bfloat16, "cuda")
+    start = torch.tensor([3, 0], device="cuda")
+    q_rot, k_rot, _ = rotary_into_cache(qkv, cos, sin, *cache.layer(0), start, n_q, n_kv)
+    heads = qkv.unflatten(-1, (n_q + 2 * n_kv, dim)).transpose(1, 2)  # (B, H, T, D)
+    assert torch.equal(q_rot, apply_rotary(heads[:, :n_q], cos, sin))
+    assert torch.equal(k_rot, apply_rotary(heads[:, n_q : n_q + n_kv], cos, sin))

@@ -284,3 +284,25 @@ def test_many_row_blocks_hold_min_split_blocks(n_tokens, min_blocks, monkeypatch
     assert len(used) == 1 and used[0][-1] == min_blocks
     n_keys, block_n = used[0][0], used[0][2]
     assert n_splits_of(*used[0]) <= max(1, math.ceil(n_keys / (block_n * min_blocks)))
+
+
+# bfloat16 is checked on CUDA only (tests/test_attention.py): the interpreter's bfloat16
+# arithmetic is not the hardware's (its tl.dot of bfloat16 tiles returns garbage and its
+# float32 -> bfloat16 conversion truncates).
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float16, 2e-3)])
+@pytest.mark.parametrize("n_tokens", [1, 20])
+def test_half_precision_inputs(dtype, tol, n_tokens):
+    """float16 keys, values and queries (what the GPU fast path runs): the output in that
+    dtype and the float32 lse match float32 math on the same rounded inputs within the
+    dtype's rounding."""
+    gen = torch.Generator().manual_seed(n_tokens)
+    q = torch.randn(2, 8, n_tokens, 16, generator=gen).to(dtype)
+    k, v = torch.randn(2, 2, 2, 150, 16, generator=gen).to(dtype)
+    lengths = torch.tensor([150, 37])
+    keep = torch.rand(2, 150, generator=gen) > 0.3
+    out, lse = split_attention_lse(q, k, v, lengths, keep, out_dtype=dtype)
+    vis = visible(lengths, 150, keep)[:, None, None, :]  # (B, 1, 1, S)
+    ref_out, ref_lse = masked_attention_lse(q.float(), k.float(), v.float(), vis)
+    assert out.dtype == dtype and lse.dtype == torch.float32
+    assert (out.float() - ref_out).abs().max() <= tol
+    assert (lse - ref_lse).abs().max() <= 1e-2
