@@ -28,6 +28,7 @@ from longspec.verify import Acceptance
 
 CHUNK = 4096  # logits of one ``_chunk_argmax`` program
 MAX_NODES = 256  # a tree up to this many nodes (root included) fits one program
+ACCEPT_WARPS = 4  # warps of the one ``_accept_tree`` program a row
 
 
 @triton.jit
@@ -116,6 +117,6 @@ def accept_greedy_kernel(
         vals, cols, tokens.contiguous(), parents.contiguous(), depths.contiguous(),
         mask.contiguous().view(torch.uint8), path, n_acc, bonus, n_nodes, n_chunks, path_len,
         BLOCK_N=triton.next_power_of_2(n_nodes), BLOCK_C=triton.next_power_of_2(n_chunks),
-        BLOCK_P=triton.next_power_of_2(path_len),
+        BLOCK_P=triton.next_power_of_2(path_len), num_warps=ACCEPT_WARPS,
     )  # fmt: skip
     return Acceptance(path, n_acc, bonus)
