@@ -262,7 +262,8 @@ def test_train_cpu_run_and_cli_resume(tmp_path, tiny_cache, tiny_llama, conf_dir
     assert curve[-1] < 0.5 * curve[0]
     final = metrics["final"]
     assert {"eval/ce", "eval/agree", "eval/tau_seq4", "eval/tau_tree"} <= set(final)
-    assert final["eval/tau_tree"] >= 1.0
+    # tau counts the tokens a round commits: 1 .. depth + 1 (tree [2,2,2], seq gamma 4)
+    assert 1.0 <= final["eval/tau_tree"] <= 4.0 and 1.0 <= final["eval/tau_seq4"] <= 5.0
     for sub in ("final", "checkpoint"):
         layer = load_glide(full / sub, hf.config, torch.float32, "cpu")
         assert layer.self_attn.q_proj.weight.shape == (64, 64)

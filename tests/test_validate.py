@@ -217,13 +217,23 @@ def test_data_files(base: DictConfig, tmp_path: Path) -> None:
     assert "gov_report.jsonl: line 2" in error_of(longbench)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_data_file(tmp_path: Path) -> None:
+def test_unreadable_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that exists but cannot be opened (permission bits, or, for root, which reads
+    any file, an open that fails the same way) is named with the reason."""
     path = tmp_path / "secret.jsonl"
     path.write_text('{"prompt": "a"}\n')
     path.chmod(0)
+    if os.geteuid() == 0:
+        opened = Path.open
+
+        def refuse(self: Path, *args, **kwargs):
+            if self == path:
+                raise PermissionError(13, "Permission denied", str(self))
+            return opened(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", refuse)
     cfg = composed(*TINY_MODEL, "data=jsonl", f"data.path={path}")
-    assert "cannot be read" in error_of(cfg)
+    assert "cannot be read: Permission denied" in error_of(cfg)
 
 
 def test_draft_that_does_not_fit_names_the_dimension(base: DictConfig) -> None:
