@@ -209,6 +209,31 @@ def test_train_rejects_bad_settings_before_loading(conf_dir, tmp_path, override,
     assert "\n" not in str(err.value)
 
 
+def test_resume_refuses_a_changed_recipe(conf_dir, tmp_path):
+    """resume=true continues the checkpoint's run: evaluation and logging may change, a
+    setting that shapes the weights (lr, data, model) may not."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from longspec.train.checks import validate_train
+
+    def cfg_with(*extra: str):
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            return compose("train_config", overrides=_overrides(tmp_path, *extra))
+
+    (tmp_path / "checkpoint").mkdir()
+    saved = OmegaConf.to_yaml(cfg_with(), resolve=True)
+    (tmp_path / "checkpoint" / "train_config.yaml").write_text(saved)
+    validate_train(cfg_with("resume=true", "train.eval.tau_prompts=0", "train.stop_at=25"))
+    for change, named in [
+        ("train.lr=0.01", "train.lr=0.01 differs from the checkpoint's 0.003"),
+        ("train.selfgen.n=4", "train.selfgen="),
+        ("model=tiny_qwen2", "model=tiny_qwen2 differs"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(named)):
+            validate_train(cfg_with("resume=true", change))
+
+
 def test_train_cli_bad_setting_is_one_line_and_exit_2(tmp_path, tiny_cache):
     env = {**os.environ, "LONGSPEC_CACHE": str(tiny_cache)}
     cmd = [sys.executable, "train.py", *_overrides(tmp_path, "train.amp=fp16")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from longspec.validate import _is_number, _require_int, validate
 
@@ -34,6 +34,44 @@ def validate_train(cfg: DictConfig) -> None:
         ckpt = Path(str(t.work_dir)).expanduser() / "checkpoint"
         if not ckpt.is_dir():
             raise ValueError(f"resume=true but {ckpt} does not exist: train without resume first")
+        _same_run(cfg, ckpt)
+
+
+# What a resumed run may change: evaluation, logging, saving and when to stop.
+RESUME_MAY_CHANGE = frozenset(
+    {"eval", "log_every", "save_every", "progress", "threads", "stop_at", "work_dir",
+     "save_path", "save_dtype"}
+)  # fmt: skip
+
+
+def _same_run(cfg: DictConfig, ckpt: Path) -> None:
+    """A resumed run trains what the checkpoint's run trained: same model, and the same
+    value of every train setting that shapes the weights."""
+    saved_file = ckpt / "train_config.yaml"
+    if not saved_file.is_file():
+        return  # a checkpoint from before train_config.yaml was written beside it
+    saved = OmegaConf.load(saved_file)
+    if saved.model.name != cfg.model.name:
+        raise ValueError(
+            f"resume=true but model={cfg.model.name} differs from the checkpoint's "
+            f"{saved.model.name} ({saved_file})"
+        )
+    for key in sorted(set(cfg.train) | set(saved.train)):
+        if key in RESUME_MAY_CHANGE:
+            continue
+        now, before = _plain(cfg.train.get(key)), _plain(saved.train.get(key))
+        if now != before:
+            raise ValueError(
+                f"resume=true but train.{key}={now} differs from the checkpoint's {before} "
+                f"({saved_file}): resume with the same settings, or resume=false to start over"
+            )
+
+
+def _plain(value: Any) -> Any:
+    """A config value resolved to plain Python (lists and dicts too)."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
