@@ -21,12 +21,12 @@ biases, unit norms.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
 from longspec.models.glide import GlideDims, GlideLayer
-
-INIT_MODES = ("last_layer", "first_last", "random")
 
 
 def _copy_linear(dst: nn.Linear, src: nn.Linear) -> None:
@@ -43,28 +43,23 @@ def _copy_attention(dst, src) -> None:
         _copy_linear(getattr(dst, name), getattr(src, name))
 
 
-@torch.no_grad()
-def init_glide(hf_model: nn.Module, mode: str, seed: int, init_layer: int = -1) -> GlideLayer:
-    """A float32 GLIDE layer (CPU) for ``hf_model``'s config, initialised per ``mode``."""
-    if mode not in INIT_MODES:
-        raise ValueError(f"train.init must be one of {', '.join(INIT_MODES)}, got {mode!r}")
-    cfg = hf_model.config
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        layer = GlideLayer(GlideDims.from_config(cfg))
-        if mode == "random":
-            std = float(getattr(cfg, "initializer_range", 0.02))
-            for module in layer.modules():
-                if isinstance(module, nn.Linear):
-                    module.weight.normal_(0.0, std)
-                    if module.bias is not None:
-                        module.bias.zero_()
-            return layer
-    finally:
-        torch.random.set_rng_state(gen_state)
+def _init_random(layer: GlideLayer, hf_model: nn.Module, init_layer: int) -> None:
+    """Every linear ~ N(0, initializer_range), biases 0 (norms stay 1)."""
+    std = float(getattr(hf_model.config, "initializer_range", 0.02))
+    for module in layer.modules():
+        if isinstance(module, nn.Linear):
+            module.weight.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.zero_()
+
+
+def _init_copy(
+    layer: GlideLayer, hf_model: nn.Module, init_layer: int, first_self_attn: bool
+) -> None:
+    """Copies of target layer ``init_layer``: its attention for the cross-attention, its
+    MLP and norms; the self-attention (and input norm) from layer 0 if first_self_attn."""
     src = hf_model.model.layers[init_layer]
-    first = hf_model.model.layers[0] if mode == "first_last" else src
+    first = hf_model.model.layers[0] if first_self_attn else src
     layer.input_layernorm.weight.copy_(first.input_layernorm.weight.float())
     layer.post_self_attention_layernorm.weight.copy_(src.input_layernorm.weight.float())
     layer.post_cross_attention_layernorm.weight.copy_(src.post_attention_layernorm.weight.float())
@@ -72,6 +67,29 @@ def init_glide(hf_model: nn.Module, mode: str, seed: int, init_layer: int = -1) 
     _copy_attention(layer.cross_attn, src.self_attn)
     for name in ("gate_proj", "up_proj", "down_proj"):
         _copy_linear(getattr(layer.mlp, name), getattr(src.mlp, name))
+
+
+# train.init -> how the layer's weights are set
+INITS = {
+    "last_layer": partial(_init_copy, first_self_attn=False),
+    "first_last": partial(_init_copy, first_self_attn=True),
+    "random": _init_random,
+}
+INIT_MODES = tuple(INITS)
+
+
+@torch.no_grad()
+def init_glide(hf_model: nn.Module, mode: str, seed: int, init_layer: int = -1) -> GlideLayer:
+    """A float32 GLIDE layer (CPU) for ``hf_model``'s config, initialised per ``mode``."""
+    if mode not in INITS:
+        raise ValueError(f"train.init must be one of {', '.join(INIT_MODES)}, got {mode!r}")
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        layer = GlideLayer(GlideDims.from_config(hf_model.config))
+        INITS[mode](layer, hf_model, init_layer)
+    finally:
+        torch.random.set_rng_state(gen_state)
     return layer
 
 
