@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import instantiate
@@ -14,6 +14,9 @@ from longspec.models.glide import GlideLayer
 from longspec.models.glide_io import load_glide, random_glide
 from longspec.models.target import TargetModel
 from longspec.placement import split_kwargs
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def build_target(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
+def build_target(
+    cfg: DictConfig, device: torch.device, dtype: torch.dtype
+) -> tuple[TargetModel, PreTrainedTokenizerBase]:
     """Load the target and its tokenizer; wrap it with the chosen attention backend.
 
     With ``resources.gpus_per_job`` > 1 the target is split over the job's GPUs

@@ -6,6 +6,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -45,7 +46,7 @@ class PhaseTimer:
         return sum(v for k, v in self.seconds.items() if k != "prefill")
 
 
-def summarize(records: list[dict], strategy=None) -> dict:
+def summarize(records: list[dict], strategy: Any = None) -> dict:
     """Totals of a run's per-sample records (the summary.json contract)."""
     batches = {r["batch"]: r for r in records}.values()  # decode time is per batch
     decode_s = sum(r["decode_s"] for r in batches)
@@ -79,7 +80,7 @@ def summarize(records: list[dict], strategy=None) -> dict:
     return out | strategy_fields(strategy)
 
 
-def strategy_fields(strategy) -> dict:
+def strategy_fields(strategy: Any) -> dict:
     """What a strategy chose at run time (e.g. ``tree_auto``: the tuned tree shapes)."""
     describe = getattr(strategy, "describe", None)
     return describe() if describe is not None else {}

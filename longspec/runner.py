@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -31,6 +31,16 @@ from longspec.errors import USER_ERRORS, Interrupted, NonFiniteLogits, OutOfMemo
 from longspec.metrics import PhaseTimer, environment, summarize
 from longspec.results import ResultsLog, read_json, write_json_atomic
 from longspec.validate import check_output_ids, redact_config, validate, with_sample_id
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from transformers import PreTrainedTokenizerBase
+
+    from longspec.data.sample import Sample
+    from longspec.decoding.sampling import Generation
+    from longspec.decoding.state import RowResult
+    from longspec.models.target import TargetModel
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +191,16 @@ def _run_methods(
     return summary
 
 
-def decode_all(strategy, target, samples, gen, pad_id, cfg, out: Path, tokenizer) -> list[dict]:
+def decode_all(
+    strategy: Any,
+    target: TargetModel,
+    samples: list[Sample],
+    gen: Generation,
+    pad_id: int,
+    cfg: DictConfig,
+    out: Path,
+    tokenizer: PreTrainedTokenizerBase,
+) -> list[dict]:
     """Warm up, then decode samples in batches, appending one record per sample.
 
     With ``cfg.resume`` the samples already in results.jsonl are kept and not decoded again
@@ -217,7 +236,14 @@ def decode_all(strategy, target, samples, gen, pad_id, cfg, out: Path, tokenizer
     return [by_id[s.id] for s in samples if s.id in by_id]
 
 
-def warm_up(target, strategy, first: list, todo: list, gen, pad_id: int) -> None:
+def warm_up(
+    target: TargetModel,
+    strategy: Any,
+    first: list[Sample],
+    todo: list[Sample],
+    gen: Generation,
+    pad_id: int,
+) -> None:
     """Load kernels and capture graphs before timing, in the first batch's shape.
 
     Short prompts suffice (a long one would only add a prefill to the wall time), but the
@@ -233,7 +259,12 @@ def warm_up(target, strategy, first: list, todo: list, gen, pad_id: int) -> None
 
 @contextmanager
 def decode_guard(
-    target, strategy, batch, gen, what: str = "", kept: Path | None = None
+    target: TargetModel,
+    strategy: Any,
+    batch: list[Sample],
+    gen: Generation,
+    what: str = "",
+    kept: Path | None = None,
 ) -> Iterator[None]:
     """Name the sample in NaN errors; turn GPU out-of-memory into a message with sizes.
 
@@ -253,7 +284,11 @@ def decode_guard(
 
 
 def non_finite_stop(
-    err: NonFiniteLogits, batch, target, what: str = "", kept: Path | None = None
+    err: NonFiniteLogits,
+    batch: list[Sample],
+    target: TargetModel,
+    what: str = "",
+    kept: Path | None = None,
 ) -> NonFiniteLogits:
     """The loop's error (batch row, step) naming the sample, with a hint and where the
     finished samples are."""
@@ -267,7 +302,9 @@ def non_finite_stop(
     return NonFiniteLogits(message, sample_id=err.sample_id, step=err.step, row=err.row)
 
 
-def oom_message(target, strategy, batch, gen, what: str = "") -> str:
+def oom_message(
+    target: TargetModel, strategy: Any, batch: list[Sample], gen: Generation, what: str = ""
+) -> str:
     """What did not fit (prompt, batch, new tokens, KV cache bytes) and what to lower."""
     longest = max(len(s.prompt_ids) for s in batch)
     nodes = int(getattr(strategy, "max_nodes", 0) or 0)
@@ -285,7 +322,7 @@ def oom_message(target, strategy, batch, gen, what: str = "") -> str:
     )
 
 
-def kv_cache_bytes(target, batch: int, capacity: int) -> int | None:
+def kv_cache_bytes(target: TargetModel, batch: int, capacity: int) -> int | None:
     """Bytes of the target's keys and values for ``batch`` rows of ``capacity`` positions."""
     try:
         elem = torch.empty((), dtype=target.dtype).element_size()
@@ -316,7 +353,9 @@ def saved_config(cfg: DictConfig) -> dict:
     return json.loads(json.dumps(config, default=str))
 
 
-def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore=()) -> list[str]:
+def config_diff(
+    old: Mapping[str, Any], new: Mapping[str, Any], ignore: Collection[str] = ()
+) -> list[str]:
     """Dotted keys whose values differ (keys under ``ignore`` are skipped)."""
     a, b = _flatten(old), _flatten(new)
     keys = sorted(set(a) | set(b))
@@ -389,7 +428,14 @@ def stop_on_signals(out: Path) -> Iterator[None]:
 # Records
 
 
-def record(sample, row, timer: PhaseTimer, tokenizer, batch_index: int, target) -> dict:
+def record(
+    sample: Sample,
+    row: RowResult,
+    timer: PhaseTimer,
+    tokenizer: PreTrainedTokenizerBase,
+    batch_index: int,
+    target: TargetModel,
+) -> dict:
     """The per-sample contract of results.jsonl."""
     decode_s = timer.decode_seconds()
     return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import instantiate
@@ -16,6 +17,9 @@ from longspec.decoding.sampling import Generation
 from longspec.decoding.strategy import announce
 from longspec.loading import special_ids
 from longspec.metrics import PhaseTimer, environment, strategy_fields
+
+if TYPE_CHECKING:
+    from longspec.models.target import TargetModel
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,9 @@ def run_methods(cfg: DictConfig, methods: list[tuple[str, DictConfig]]) -> tuple
     return rows, env
 
 
-def time_method(strategy, target, prompts, gen: Generation, pad_id: int) -> dict:
+def time_method(
+    strategy: Any, target: TargetModel, prompts: list[list[int]], gen: Generation, pad_id: int
+) -> dict:
     """Warm up once, then decode every prompt (batch 1) with synchronised timers.
 
     A static target's pooled cache is sized for the longest prompt before the warm-up,

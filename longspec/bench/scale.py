@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,10 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from longspec.resolvers import register_resolvers
 
+if TYPE_CHECKING:
+    from longspec.attention.base import AttentionBackend
+
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-def attention_backend(name: str):
+def attention_backend(name: str) -> AttentionBackend:
     """conf/attention/<name>.yaml, instantiated."""
     path = CONF / "attention" / f"{name}.yaml"
     if not path.exists():

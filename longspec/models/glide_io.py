@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from longspec.models.draft_vocab import load_ranking
 from longspec.models.glide import GlideDims, GlideLayer
+
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+
+    from transformers import PretrainedConfig
 
 _CHECKED = (
     ("hidden_size", "hidden size"),
@@ -24,7 +30,9 @@ class DraftMismatchError(ValueError):
     """A draft checkpoint that does not fit its target (or is malformed)."""
 
 
-def check_fits(draft_config: dict, target_config, source: str) -> None:
+def check_fits(
+    draft_config: dict, target_config: PretrainedConfig | SimpleNamespace, source: str
+) -> None:
     """Raise naming the first dimension where the draft's config differs from the target's."""
     for key, what in _CHECKED:
         want = getattr(target_config, key, None)
@@ -69,7 +77,12 @@ def check_state(layer: GlideLayer, state: dict[str, torch.Tensor], source: str) 
         raise DraftMismatchError(f"draft {source} has unexpected key {extra[0]!r}")
 
 
-def load_glide(path: str | Path, target_config, dtype: torch.dtype, device) -> GlideLayer:
+def load_glide(
+    path: str | Path,
+    target_config: PretrainedConfig,
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> GlideLayer:
     """Load a GLIDE layer from a checkpoint dir and check it against the target's config."""
     path = Path(path)
     if not path.is_dir():
@@ -86,7 +99,10 @@ def load_glide(path: str | Path, target_config, dtype: torch.dtype, device) -> G
 
 
 def save_glide(
-    layer: GlideLayer, path: str | Path, target_config, extra: dict | None = None
+    layer: GlideLayer,
+    path: str | Path,
+    target_config: PretrainedConfig,
+    extra: dict | None = None,
 ) -> None:
     """Write config.json (the target's config) + model.safetensors with the published keys."""
     path = Path(path)
@@ -99,7 +115,9 @@ def save_glide(
     (path / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
 
 
-def random_glide(target_config, seed: int, dtype: torch.dtype, device) -> GlideLayer:
+def random_glide(
+    target_config: PretrainedConfig, seed: int, dtype: torch.dtype, device: torch.device | str
+) -> GlideLayer:
     """An untrained draft with a fixed seed (lossless decoding works with any draft)."""
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)

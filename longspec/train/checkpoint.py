@@ -19,7 +19,7 @@ import copy
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import OmegaConf
@@ -27,6 +27,10 @@ from omegaconf import OmegaConf
 from longspec.models.draft_vocab import save_ranking
 from longspec.models.glide import GlideLayer
 from longspec.models.glide_io import load_glide, save_glide
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from transformers import PretrainedConfig
 
 STATE_FILE = "trainer_state.pt"
 
@@ -52,7 +56,12 @@ def _side_files(path: Path, cfg, metrics: dict) -> None:
 
 
 def save_checkpoint(
-    dest: Path, layer: GlideLayer, target_config, cfg, metrics: dict, state: dict[str, Any]
+    dest: Path,
+    layer: GlideLayer,
+    target_config: PretrainedConfig,
+    cfg: DictConfig,
+    metrics: dict,
+    state: dict[str, Any],
 ) -> None:
     def fill(tmp: Path) -> None:
         save_glide(layer, tmp, target_config, extra={"step": state["step"], "dtype": "float32"})
@@ -62,7 +71,9 @@ def save_checkpoint(
     _write_dir(dest, fill)
 
 
-def load_checkpoint(src: Path, target_config, device) -> tuple[GlideLayer, dict[str, Any]]:
+def load_checkpoint(
+    src: Path, target_config: PretrainedConfig, device: torch.device | str
+) -> tuple[GlideLayer, dict[str, Any]]:
     """(float32 trainable layer, trainer state) of a checkpoint directory."""
     src = Path(src)
     if not (src / STATE_FILE).is_file():
@@ -76,8 +87,8 @@ def load_checkpoint(src: Path, target_config, device) -> tuple[GlideLayer, dict[
 def export_draft(
     dest: Path,
     layer: GlideLayer,
-    target_config,
-    cfg,
+    target_config: PretrainedConfig,
+    cfg: DictConfig,
     metrics: dict,
     dtype: torch.dtype,
     card: str,
@@ -102,7 +113,7 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def model_card(model_name: str, cfg, metrics: dict) -> str:
+def model_card(model_name: str, cfg: DictConfig, metrics: dict) -> str:
     """A short README for the exported draft: data, recipe, steps, loss curve, eval metrics."""
     t = cfg.train
     final = metrics.get("final", {})
