@@ -50,11 +50,13 @@ class GlideDraft:
     @torch.inference_mode()
     def absorb(self, cache: DraftCache, tokens: Tensor, positions: Tensor, valid: Tensor) -> None:
         """Add committed tokens (B, T) at positions (B, T) where valid (B, T) to the ring."""
+        if self.fused is not None:
+            emb, h = self._embed_norm(tokens)  # (B, T, hidden) each
+            cos, sin = self.target.rotary(emb, positions)  # (B, T, D)
+            self.fused.absorb(cache, h, cos, sin, cache.ring_slots(positions, valid))
+            return
         emb = self.target.embed(tokens)  # (B, T, hidden)
         cos, sin = self.target.rotary(emb, positions)  # (B, T, D)
-        if self.fused is not None:
-            self.fused.absorb(self.layer, cache, emb, cos, sin, cache.ring_slots(positions, valid))
-            return
         k, v = self.layer.self_kv(emb)  # (B, Hkv, T, D)
         cache.absorb(apply_rotary(k, cos, sin), v, positions, valid)
 
@@ -99,9 +101,8 @@ class GlideDraft:
         (root first, these included) each one may see: its ancestors and itself.
         """
         layer = self.layer
-        x = self.target.embed(tokens)  # (B, T, hidden)
+        x, h = self._embed_norm(tokens)  # (B, T, hidden) each
         cos, sin = self.target.rotary(x, positions)  # (B, T, D)
-        x, h = self._add_norm(layer.input_layernorm, x, None)
         q, pk, pv = self._self_qkv(h, cos, sin, cache)  # (B, Hq, T, D), (B, Hkv, P+T, D) x2
         if self.fused is not None and shared_position(positions):
             o = self.fused.self_attention(q, cache, positions, pending_mask)  # (B, Hq, T, D)
@@ -119,6 +120,16 @@ class GlideDraft:
         if self.head is not None:
             return self.head.sub(x)
         return self.target.logits(x)  # no final norm: the layer feeds lm_head directly
+
+    def _embed_norm(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """(embeddings, input_layernorm(embeddings)) of tokens (B, T), each (B, T, hidden)."""
+        norm = self.layer.input_layernorm
+        if self.fused is None:
+            return self._add_norm(norm, self.target.embed(tokens), None)
+        from longspec.models.fused_kernels import embed_rms_norm
+
+        table = self.target.body.embed_tokens.weight  # (V, hidden), on the target's device
+        return embed_rms_norm(tokens, table, norm.weight, norm.eps)
 
     def _add_norm(self, norm, x: Tensor, delta: Tensor | None) -> tuple[Tensor, Tensor]:
         """(x + delta, norm(x + delta)); delta None: (x, norm(x))."""
@@ -199,16 +210,11 @@ class FusedDraft:
         )
         return q, cache.pend_k[:, :, :end], cache.pend_v[:, :, :end]
 
-    def absorb(
-        self, layer: GlideLayer, cache: DraftCache, emb: Tensor, cos: Tensor, sin: Tensor,
-        slots: Tensor,
-    ) -> None:  # fmt: skip
-        """Committed tokens' embeddings emb (B, T, hidden) into the ring at slots (B, T):
-        norm, one k|v projection, then rotary and the scattered writes in one kernel."""
-        from longspec.models.fused_kernels import add_rms_norm, rotary_into_cache
+    def absorb(self, cache: DraftCache, h: Tensor, cos: Tensor, sin: Tensor, slots: Tensor) -> None:
+        """Committed tokens' normed embeddings h (B, T, hidden) into the ring at slots
+        (B, T): one k|v projection, then rotary and the scattered writes in one kernel."""
+        from longspec.models.fused_kernels import rotary_into_cache
 
-        norm = layer.input_layernorm
-        h = add_rms_norm(emb, None, norm.weight, norm.eps)[1]
         kv = torch.nn.functional.linear(h, self.kv_weight, self.kv_bias)  # (B, T, 2 Hkv D)
         rotary_into_cache(kv, cos, sin, cache.ring_k, cache.ring_v, slots, 0, self.kv_heads)
 

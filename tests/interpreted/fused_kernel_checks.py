@@ -303,3 +303,17 @@ def test_ring_keep_matches_ring_visible(n_slots):
     want = cache.ring_visible(qpos[:, :1])[:, 0]  # (B, C)
     got = ring_keep(cache.ring_pos, qpos[:, 0], cache.window)
     assert got.dtype == torch.bool and torch.equal(got, want) and want.any()
+
+
+def test_embed_rms_norm_is_the_lookup_then_the_norm(tiny_llama):
+    """The draft's fused embedding lookup + input norm equals the lookup, then the norm."""
+    from longspec.models.fused_kernels import embed_rms_norm
+
+    model, _ = tiny_llama
+    table = model.model.embed_tokens.weight
+    norm = copy.deepcopy(model.model.layers[0].input_layernorm)
+    norm.weight.data.uniform_(0.5, 1.5)
+    ids = torch.tensor([[5, 0, 255], [7, 7, 3]])
+    x, h = embed_rms_norm(ids, table, norm.weight, norm.variance_epsilon)
+    assert torch.equal(x, table[ids])
+    assert (h - norm(table[ids])).abs().max() <= 1e-6
