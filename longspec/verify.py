@@ -136,8 +136,9 @@ def accept_greedy(
 
 
 def _on_kernel(logits: Tensor) -> bool:
-    """CUDA logits of a tree that fits one program of the accept kernel."""
-    if not logits.is_cuda:  # no triton import on CPU
+    """CUDA logits of a tree that fits one program of the accept kernel, in a dtype it
+    compares exactly (float64 would be rounded to float32 there)."""
+    if not logits.is_cuda or logits.dtype == torch.float64:  # no triton import on CPU
         return False
     from longspec.decoding.accept_kernel import MAX_NODES
 

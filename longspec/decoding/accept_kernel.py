@@ -14,7 +14,9 @@ because a row is reduced by one block. Here:
   ancestor matches too (one reduction over the ancestor mask), and writes the deepest
   such node's root path (ties: lowest index), its depth and the choice after it.
 
-The outputs equal the torch rule's exactly (tests/interpreted/accept_kernel_checks.py).
+The outputs equal the torch rule's exactly (tests/interpreted/accept_kernel_checks.py)
+for finite logits. Where a row holds NaN the two may pick another bonus token; such a
+round is stopped anyway (the decode loop's finite check raises NonFiniteLogits).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def _same_run(cfg: DictConfig, ckpt: Path) -> None:
             f"{saved.model.name} ({saved_file})"
         )
     for key in sorted(set(cfg.train) | set(saved.train)):
-        if key in RESUME_MAY_CHANGE:
+        if key in RESUME_MAY_CHANGE or key not in saved.train:  # a setting added since
             continue
         now, before = _plain(cfg.train.get(key)), _plain(saved.train.get(key))
         if now != before:
