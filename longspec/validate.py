@@ -101,6 +101,18 @@ def _require_int(name: str, value: Any, low: int, what: str = "") -> None:
         raise ValueError(f"{name} must be {bound}{what}, got {value!r}")
 
 
+def _require_choice(name: str, value: Any, allowed: Collection[str]) -> None:
+    """ValueError unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value} is not one of {', '.join(allowed)}")
+
+
+def _require_levels(name: str, value: Any) -> None:
+    """ValueError unless ``value`` is a non-empty list of positive integers."""
+    if isinstance(value, str) or not value or not all(_is_int(w) and w >= 1 for w in value):
+        raise ValueError(f"{name} must be a list of positive integers, got {value!r}")
+
+
 def _decode_nodes(cfg: DictConfig) -> Iterator[tuple[str, DictConfig]]:
     """("decode", cfg.decode) and ("baseline", cfg.baseline) when set."""
     for name in ("decode", "baseline"):
@@ -189,8 +201,7 @@ def dtype(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if key == "model.dtype" and value is None:
             continue
-        if value not in DTYPES:
-            raise ValueError(f"{key}={value} is not one of {', '.join(DTYPES)}")
+        _require_choice(key, value, DTYPES)
 
 
 @check
@@ -511,9 +522,8 @@ def _data_choices(node: DictConfig) -> None:
     from longspec.data.pycode import SPLITS
 
     for key, allowed in (("split", SPLITS), ("kind", KINDS)):
-        value = node.get(key)
-        if key in node and value not in allowed:
-            raise ValueError(f"data.{key}={value} is not one of {', '.join(allowed)}")
+        if key in node:
+            _require_choice(f"data.{key}", node.get(key), allowed)
     if "min_files" in node:
         _require_int("data.min_files", node.min_files, 1)
 

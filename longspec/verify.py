@@ -129,6 +129,9 @@ def accept_greedy(
         from longspec.decoding.accept_kernel import accept_greedy_kernel
 
         return accept_greedy_kernel(tokens, parents, logits, tree.mask, tree.depths, max_depth)
+    if tokens.shape[1] == 1:  # the root alone (vanilla): the argmax after it
+        root = torch.zeros_like(tokens)  # (B, 1) the path: the root
+        return Acceptance(root, root[:, 0], logits[:, 0].argmax(-1))
     best = logits.argmax(-1)  # (B, N+1) target's choice after each node
     ok = _matching_path(tokens, parents, best, max_depth, first_only=False, tree=tree)
     path, n_accepted, node = _deepest(ok, parents, max_depth, tree)

@@ -38,11 +38,16 @@ def attention_backend(name: str) -> AttentionBackend:
 def check_config(cfg: DictConfig) -> None:
     """Every setting the run reads, before anything is built (one-line ValueError)."""
     from longspec.models.random_weights import SHAPES
-    from longspec.validate import _is_int, _is_number, _require_int, validate
+    from longspec.validate import (
+        _is_number,
+        _require_choice,
+        _require_int,
+        _require_levels,
+        validate,
+    )
 
     validate(cfg, only={"device", "dtype"})
-    if cfg.shape not in SHAPES:
-        raise ValueError(f"shape={cfg.shape} is not one of {', '.join(sorted(SHAPES))}")
+    _require_choice("shape", cfg.shape, sorted(SHAPES))
     contexts = cfg.contexts
     if isinstance(contexts, str) or not contexts:
         raise ValueError(f"contexts must be a non-empty list of token counts, got {contexts!r}")
@@ -51,9 +56,7 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("reps", "bandwidth_mb"):
         _require_int(key, cfg[key], 1)
     _require_int("warmup", cfg.warmup, 0)
-    shape = cfg.tree_shape
-    if isinstance(shape, str) or not shape or not all(_is_int(w) and w >= 1 for w in shape):
-        raise ValueError(f"tree_shape must be a list of positive integers, got {shape!r}")
+    _require_levels("tree_shape", cfg.tree_shape)
     if cfg.draft_vocab is not None:
         _require_int("draft_vocab", cfg.draft_vocab, 1, " or null")
     for name, tau in cfg.taus.items():

@@ -43,8 +43,5 @@ class Vanilla(NoDraftState):
     def accept(self, prop: Proposal, logits: Tensor, state: DecodeState) -> Acceptance:
         if not state.gen.greedy:
             return accept_proposal(prop, logits, state, sampled_chain=False)
-        if logits.is_cuda:  # two kernels, not torch's one block a row over the vocabulary
-            tree = Ancestry(prop.mask, prop.depths)
-            return accept_greedy(prop.tokens, prop.parents, logits, 0, tree)
-        path = prop.depths  # (B, 1) zeros: the root, the whole path
-        return Acceptance(path, path[:, 0], logits[:, 0].argmax(-1))  # bonus (B,)
+        tree = Ancestry(prop.mask, prop.depths)  # on CUDA: the accept kernels
+        return accept_greedy(prop.tokens, prop.parents, logits, 0, tree)

@@ -8,7 +8,13 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from longspec.validate import _is_number, _require_int, validate
+from longspec.validate import (
+    _is_number,
+    _require_choice,
+    _require_int,
+    _require_levels,
+    validate,
+)
 
 TARGET_DTYPES = ("auto", "float32", "float16", "bfloat16")
 AMP_DTYPES = ("auto", "bfloat16", "float16", "none")
@@ -56,8 +62,8 @@ def _same_run(cfg: DictConfig, ckpt: Path) -> None:
             f"resume=true but model={cfg.model.name} differs from the checkpoint's "
             f"{saved.model.name} ({saved_file})"
         )
-    for key in sorted(set(cfg.train) | set(saved.train)):
-        if key in RESUME_MAY_CHANGE or key not in saved.train:  # a setting added since
+    for key in sorted(saved.train):  # a setting added since the checkpoint is not compared
+        if key in RESUME_MAY_CHANGE:
             continue
         now, before = _plain(cfg.train.get(key)), _plain(saved.train.get(key))
         if now != before:
@@ -74,11 +80,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value} is not one of {', '.join(allowed)}")
-
-
 def _positive(name: str, value: Any, zero_ok: bool = False) -> None:
     """ValueError unless value is a number > 0 (>= 0 with zero_ok)."""
     if not _is_number(value) or value < 0 or (value == 0 and not zero_ok):
@@ -87,10 +88,10 @@ def _positive(name: str, value: Any, zero_ok: bool = False) -> None:
 
 
 def _choices(t: DictConfig) -> None:
-    _one_of("train.target_dtype", t.target_dtype, TARGET_DTYPES)
-    _one_of("train.amp", t.amp, AMP_DTYPES)
-    _one_of("train.save_dtype", t.save_dtype, SAVE_DTYPES)
-    _one_of("train.init", t.init, INITS)
+    _require_choice("train.target_dtype", t.target_dtype, TARGET_DTYPES)
+    _require_choice("train.amp", t.amp, AMP_DTYPES)
+    _require_choice("train.save_dtype", t.save_dtype, SAVE_DTYPES)
+    _require_choice("train.init", t.init, INITS)
 
 
 def _sizes(t: DictConfig) -> None:
@@ -145,12 +146,4 @@ def _evaluation(ev: DictConfig) -> None:
     if ev.tau_prompts:
         for key in ("tau_prompt_tokens", "tau_new_tokens", "gamma"):
             _require_int(f"train.eval.{key}", ev[key], 1)
-        shape = ev.tree_shape
-        if isinstance(shape, str) or not shape or not all(_is_int_at_least_1(w) for w in shape):
-            raise ValueError(
-                f"train.eval.tree_shape must be a list of positive integers, got {shape!r}"
-            )
-
-
-def _is_int_at_least_1(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        _require_levels("train.eval.tree_shape", ev.tree_shape)
