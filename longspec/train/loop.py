@@ -100,8 +100,24 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- setup
     def setup(self) -> None:
-        cfg, t = self.cfg, self.t
-        t0 = time.perf_counter()
+        """Target, data, the GLIDE layer (fresh or resumed), optimiser and tracker."""
+        self._load_target()
+        self._load_data()
+        self.step, self.history, self.evals = 0, [], []
+        self.best: dict[str, Any] | None = None  # weights of the best eval/agree so far
+        state = self._resume() if self.cfg.resume else self._fresh_layer()
+        self.opt = self._optimizer()
+        if state is not None:
+            self.opt.load_state_dict(state["optimizer"])
+        self.tracker = TrainTracker(
+            self.cfg.get("logger"),
+            OmegaConf.to_container(self.cfg, resolve=True),
+            self.work_dir,
+            f"train-{self.cfg.model.name}-{self.t.name}",
+        )
+
+    def _load_target(self) -> None:
+        cfg, t0 = self.cfg, time.perf_counter()
         hf, tok = load_target(
             cfg.model.target,
             dtype=self.target_dtype,
@@ -121,7 +137,9 @@ class Trainer:
             self.target_dtype,
         )
 
-        t0 = time.perf_counter()
+    def _load_data(self) -> None:
+        """Train stream (+ self-generated continuations), token counts, eval set."""
+        t, tok, t0 = self.t, self.tokenizer, time.perf_counter()
         files, pieces = tokenize_split(tok, "train", t.data_root, t.max_files)
         extra, selfgen_tokens = None, 0
         if t.selfgen.n:
@@ -141,37 +159,40 @@ class Trainer:
         }
         log.info("data: %s (%.1fs)", self.data_info, time.perf_counter() - t0)
 
-        self.step, self.history, self.evals = 0, [], []
-        self.best: dict[str, Any] | None = None  # weights of the best eval/agree so far
+    def _resume(self) -> dict[str, Any]:
+        """The layer, step, curves and best weights of the checkpoint; its saved state."""
         ckpt = self.work_dir / "checkpoint"
-        if cfg.resume:
-            self.layer, state = load_checkpoint(ckpt, hf.config, self.device)
-            self.step = int(state["step"])
-            self.history, self.evals = list(state["history"]), list(state["evals"])
-            self.best = state.get("best")
-            log.info("resumed from %s at step %d", ckpt, self.step)
-        else:
-            if ckpt.exists():
-                log.warning("%s exists and resume=false: starting over", ckpt)
-            self.layer = init_glide(hf, t.init, t.seed, t.init_layer).to(self.device)
-            if t.init != "random" and t.init_scale:
-                ids = self.data.batch(0, t.micro_batch)
-                pos = anchor_offset_positions(
-                    ids.shape[0],
-                    ids.shape[1],
-                    t.max_anchors,
-                    self.max_offset,
-                    torch.Generator().manual_seed(t.seed + 2**40),
-                )
-                factor = calibrate_output_scale(
-                    self.layer, self.target, ids.to(self.device), pos.to(self.device), t.window
-                )
-                log.info("init: output projections scaled by %.4f", factor)
-            self.layer.train().requires_grad_(True)
-            state = None
-        decay = [p for n, p in self.layer.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in self.layer.named_parameters() if p.ndim < 2]
-        self.opt = torch.optim.AdamW(
+        self.layer, state = load_checkpoint(ckpt, self.hf.config, self.device)
+        self.step = int(state["step"])
+        self.history, self.evals = list(state["history"]), list(state["evals"])
+        self.best = state.get("best")
+        log.info("resumed from %s at step %d", ckpt, self.step)
+        return state
+
+    def _fresh_layer(self) -> None:
+        """A new GLIDE layer by train.init, its output projections calibrated if asked."""
+        t, ckpt = self.t, self.work_dir / "checkpoint"
+        if ckpt.exists():
+            log.warning("%s exists and resume=false: starting over", ckpt)
+        self.layer = init_glide(self.hf, t.init, t.seed, t.init_layer).to(self.device)
+        if t.init != "random" and t.init_scale:
+            ids = self.data.batch(0, t.micro_batch)  # (B, T)
+            gen = torch.Generator().manual_seed(t.seed + 2**40)
+            pos = anchor_offset_positions(
+                ids.shape[0], ids.shape[1], t.max_anchors, self.max_offset, gen
+            )  # (B, T)
+            factor = calibrate_output_scale(
+                self.layer, self.target, ids.to(self.device), pos.to(self.device), t.window
+            )
+            log.info("init: output projections scaled by %.4f", factor)
+        self.layer.train().requires_grad_(True)
+
+    def _optimizer(self) -> torch.optim.AdamW:
+        """AdamW with weight decay on matrices only."""
+        t = self.t
+        decay = [p for p in self.layer.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.layer.parameters() if p.ndim < 2]
+        return torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": t.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0},
@@ -180,14 +201,6 @@ class Trainer:
             betas=tuple(t.betas),
             eps=1e-8,
             fused=self.device.type == "cuda",
-        )
-        if state is not None:
-            self.opt.load_state_dict(state["optimizer"])
-        self.tracker = TrainTracker(
-            cfg.get("logger"),
-            OmegaConf.to_container(cfg, resolve=True),
-            self.work_dir,
-            f"train-{cfg.model.name}-{t.name}",
         )
 
     def selfgen_data(self, pieces: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -313,9 +326,28 @@ class Trainer:
         )
 
     def fit(self) -> dict[str, Any]:
+        """Train to train.steps (or stop at train.stop_at), then evaluate and export."""
+        if not self._train_steps():
+            log.info("stopped at step %d (train.stop_at)", self.step)
+            self.tracker.finish()
+            return self.metrics()
+        final = self.run_eval(self.step) if self.t.eval.final else {}
+        self.save()  # the resume point: the last training state
+        final = self._pick_export(final)
+        if self.t.eval.tau_prompts:
+            final.update(self._decode_tau())
+        final["train/seconds_per_step"] = self.seconds_per_step
+        metrics = self.metrics(final)
+        self._export(metrics, final["exported_step"])
+        self.tracker.finish({k: v for k, v in final.items() if v is not None})
+        return metrics
+
+    def _train_steps(self) -> bool:
+        """Steps from self.step on, with logging, evals and checkpoints; False when
+        train.stop_at stopped it early (a checkpoint saved: resume=true continues)."""
         t = self.t
         self.seconds_per_step = None
-        window: list[dict[str, float]] = []
+        self._window: list[dict[str, float]] = []
         bar = tqdm(
             range(self.step, t.steps),
             initial=self.step,
@@ -325,67 +357,80 @@ class Trainer:
             dynamic_ncols=True,
             disable=not t.progress,
         )
-        timed, n_timed, first = 0.0, 0, True
-        for step in bar:
-            t0 = time.perf_counter()
-            rec = self.train_step(step)  # ends with a host sync (the loss values)
-            self.step = step + 1
-            if not first:  # the first step is warm-up (allocations, kernel selection)
-                timed, n_timed = timed + time.perf_counter() - t0, n_timed + 1
-                self.seconds_per_step = timed / n_timed
-            first = False
-            window.append(rec)
-            bar.set_postfix(
-                loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.3f}", lr=f"{rec['lr']:.2e}"
-            )
-            if self.step % t.log_every == 0 or self.step == t.steps:
-                avg = {k: sum(r[k] for r in window) / len(window) for k in window[0]}
-                avg["lr"] = rec["lr"]
-                self.history.append({"step": self.step, **avg})
-                self.tracker.log({f"train/{k}": v for k, v in avg.items()}, self.step)
-                window = []
-            if t.eval.every and self.step % t.eval.every == 0 and self.step < t.steps:
-                self.run_eval(self.step)
-            if t.save_every and self.step % t.save_every == 0 and self.step < t.steps:
-                self.save()
-            if t.stop_at is not None and self.step >= t.stop_at and self.step < t.steps:
-                self.save()  # interrupted on purpose: resume=true continues from here
-                bar.close()
-                log.info("stopped at step %d (train.stop_at)", self.step)
-                self.tracker.finish()
-                return self.metrics()
-        bar.close()
-        final = self.run_eval(self.step) if t.eval.final else {}
-        self.save()  # the resume point: the last training state
+        timed, n_timed, start = 0.0, 0, self.step
+        with bar:
+            for step in bar:
+                t0 = time.perf_counter()
+                rec = self.train_step(step)  # ends with a host sync (the loss values)
+                if step > start:  # the first step is warm-up (allocations, kernels)
+                    timed, n_timed = timed + time.perf_counter() - t0, n_timed + 1
+                    self.seconds_per_step = timed / n_timed
+                self.step = step + 1
+                bar.set_postfix(
+                    loss=f"{rec['loss']:.3f}", acc=f"{rec['acc']:.3f}", lr=f"{rec['lr']:.2e}"
+                )
+                if not self._after_step(rec):
+                    return False
+        return True
+
+    def _after_step(self, rec: dict[str, float]) -> bool:
+        """Logging, periodic eval and checkpoint after a step; False at train.stop_at."""
+        t, step = self.t, self.step
+        self._window.append(rec)
+        if step % t.log_every == 0 or step == t.steps:
+            window = self._window
+            avg = {k: sum(r[k] for r in window) / len(window) for k in window[0]}
+            avg["lr"] = rec["lr"]
+            self.history.append({"step": step, **avg})
+            self.tracker.log({f"train/{k}": v for k, v in avg.items()}, step)
+            self._window = []
+        if step >= t.steps:
+            return True
+        if t.eval.every and step % t.eval.every == 0:
+            self.run_eval(step)
+        if t.save_every and step % t.save_every == 0:
+            self.save()
+        if t.stop_at is not None and step >= t.stop_at:
+            self.save()  # interrupted on purpose
+            return False
+        return True
+
+    def _pick_export(self, final: dict[str, Any]) -> dict[str, Any]:
+        """The final metrics of the weights to export: the last step's, or with
+        train.eval.keep_best those of the best eval/agree (loaded into the layer)."""
         exported = self.step
-        if t.eval.keep_best and self.best is not None and self.best["step"] != self.step:
+        if self.t.eval.keep_best and self.best is not None and self.best["step"] != self.step:
             exported = self.best["step"]
             self.layer.load_state_dict(self.best["weights"])
             final = {k: v for k, v in self.evals_at(exported).items() if k != "step"}
             log.info("exporting the weights of step %d (best eval/agree)", exported)
-        final["exported_step"] = exported
-        if t.eval.tau_prompts:
-            t0 = time.perf_counter()
-            prompts = eval_prompts(
-                self.tokenizer, t.eval.tau_prompts, t.eval.tau_prompt_tokens, t.data_root
-            )
-            taus = decode_tau(
-                self.layer,
-                decode_target(self.hf),
-                prompts,
-                eos_ids=self.eos_ids,
-                pad_id=self.pad_id,
-                new_tokens=t.eval.tau_new_tokens,
-                tree_shape=t.eval.tree_shape,
-                gamma=t.eval.gamma,
-                window=t.window,
-            )
-            taus["eval/tau_seconds"] = time.perf_counter() - t0
-            log.info("decode tau on %d eval prompts: %s", len(prompts), taus)
-            final.update(taus)
-            self.tracker.log(taus, self.step)
-        final["train/seconds_per_step"] = self.seconds_per_step
-        metrics = self.metrics(final)
+        return {**final, "exported_step": exported}
+
+    def _decode_tau(self) -> dict[str, float]:
+        """tau of greedy tree and chain decoding on eval-split prompts."""
+        t, t0 = self.t, time.perf_counter()
+        prompts = eval_prompts(
+            self.tokenizer, t.eval.tau_prompts, t.eval.tau_prompt_tokens, t.data_root
+        )
+        taus = decode_tau(
+            self.layer,
+            decode_target(self.hf),
+            prompts,
+            eos_ids=self.eos_ids,
+            pad_id=self.pad_id,
+            new_tokens=t.eval.tau_new_tokens,
+            tree_shape=t.eval.tree_shape,
+            gamma=t.eval.gamma,
+            window=t.window,
+        )
+        taus["eval/tau_seconds"] = time.perf_counter() - t0
+        log.info("decode tau on %d eval prompts: %s", len(prompts), taus)
+        self.tracker.log(taus, self.step)
+        return taus
+
+    def _export(self, metrics: dict[str, Any], exported: int) -> None:
+        """The draft in the published layout, with its model card and token counts."""
+        t = self.t
         export_draft(
             self.save_path,
             self.layer,
@@ -398,8 +443,6 @@ class Trainer:
             token_counts=self.token_counts,
         )
         log.info("draft saved to %s", self.save_path)
-        self.tracker.finish({k: v for k, v in final.items() if v is not None})
-        return metrics
 
 
 def train(cfg: DictConfig) -> int:
