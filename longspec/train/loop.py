@@ -19,7 +19,7 @@ from longspec.data.prompts import special_prefix
 from longspec.loading import load_target, special_ids
 from longspec.models.draft_vocab import count_tokens
 from longspec.models.target import TargetModel
-from longspec.train.checkpoint import export_draft, load_checkpoint, model_card, save_checkpoint
+from longspec.train.checkpoint import export_draft, load_checkpoint, save_checkpoint
 from longspec.train.checks import validate_train
 from longspec.train.data import TrainData, eval_sequences, tokenize_split
 from longspec.train.evaluate import (
@@ -31,6 +31,7 @@ from longspec.train.evaluate import (
 )
 from longspec.train.forward import draft_logits, draft_loss, target_pass
 from longspec.train.init import calibrate_output_scale, init_glide
+from longspec.train.model_card import model_card
 from longspec.train.positions import anchor_offset_positions, sample_lags
 from longspec.train.tracker import TrainTracker
 
