@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 RUN_CONFIG = "run_config.json"  # the job's resolved, redacted config, written at its start
 # Settings a resumed run may change: they do not change what a finished sample contains.
 RESUME_FREE = ("resume", "warmup", "logger", "batch_size", "data.num_samples", "resources")
-JOB_INFO = "job_info.json"  # the launcher's placement of a sweep job (longspec.callbacks)
+JOB_INFO = "job_info.json"  # the launcher's placement of a sweep job (longspec.gpu_lock)
 GIB = 1 << 30
 
 

@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from longspec.aggregate import aggregate, main, max_overlap, override_params, varying_keys
+from longspec.aggregate import aggregate, main
+from longspec.aggregate.jobs import override_params
+from longspec.aggregate.markdown import max_overlap
+from longspec.aggregate.speedups import varying_keys
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-import longspec.callbacks  # noqa: F401  (registers the longspec.gpu_slots resolver)
+import longspec.gpu_lock  # noqa: F401  (registers the longspec.gpu_slots resolver)
 from longspec.config import register
 from longspec.dryrun import compose_jobs, list_jobs, main
 
@@ -114,7 +114,7 @@ def test_gpus_launcher_config(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = compose_cfg("hydra/launcher=gpus")
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
     assert cfg.hydra.launcher.n_jobs == 4
-    assert cfg.hydra.callbacks.gpu_lock._target_ == "longspec.callbacks.GpuLock"
+    assert cfg.hydra.callbacks.gpu_lock._target_ == "longspec.gpu_lock.GpuLock"
     two = compose_cfg("hydra/launcher=gpus", "hydra.callbacks.gpu_lock.gpus_per_job=2")
     assert two.hydra.launcher.n_jobs == 2
     assert list(cfg.hydra.callbacks) == ["gpu_lock", "record_failures", "aggregate"]

@@ -15,13 +15,12 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from longspec.callbacks import (
+from longspec.callbacks import RecordFailures, error_line
+from longspec.gpu_lock import (
     FAKE_GPUS_ENV,
     GpuLock,
-    RecordFailures,
     acquire,
     discover_gpus,
-    error_line,
     gpu_slots,
     held_count,
     num_slots,
