@@ -181,6 +181,24 @@ def init_run(wandb: Any, job_dir: Path, **kwargs: Any) -> Any:
     return wandb.init(dir=str(job_dir), reinit="finish_previous", **kwargs)
 
 
+def console_settings(quiet: bool) -> dict[str, Any]:
+    """``wandb.init(settings=...)``: with ``quiet`` W&B prints only its start lines, not
+    the history and summary block at the end (``where_line`` says where the run went)."""
+    return {"quiet": True} if quiet else {}
+
+
+def where_line(run: Any) -> str | None:
+    """One line naming where a run went: its URL when synced, else its local directory
+    and the command that uploads it; None when the run does not say."""
+    settings = getattr(run, "settings", None)
+    if getattr(settings, "mode", None) == "online" and getattr(run, "url", None):
+        return f"W&B run: {run.url}"
+    sync_dir = getattr(settings, "sync_dir", None)
+    if sync_dir:
+        return f"W&B offline run: {sync_dir} (upload: wandb sync {sync_dir})"
+    return None
+
+
 def sample_row(record: Mapping[str, Any]) -> list[Any]:
     """One table row (SAMPLE_COLUMNS) from a results.jsonl record."""
     row = [record.get(c) for c in SAMPLE_COLUMNS]
@@ -246,9 +264,11 @@ class WandbLogger:
         tags: Sequence[str] = (),
         entity: str | None = None,
         name: str | None = None,
+        quiet: bool = True,
         importer: Callable[[], Any] = _import_wandb,
     ):
         self.project = project
+        self.quiet = quiet
         self.mode = mode
         self.group = group
         self.tags = list(tags or [])
@@ -293,6 +313,7 @@ class WandbLogger:
             "name": self.name or run_name(hydra_cfg, names),
             "tags": self.tags,
             "config": redact({**config, "choices": dict(names)}),
+            "settings": console_settings(self.quiet),
         }
 
     def start(self, config: dict, names: dict[str, str], job_dir: Path) -> None:
@@ -317,5 +338,7 @@ class WandbLogger:
         self._guard("log", lambda: log_final(self._wandb, run, self._rows, self._accept_lengths))
         if summary:
             self._guard("summary", lambda: run.summary.update(summary_metrics(summary)))
+        where = where_line(run)
         # Always close the run, also after an error above (exit code 1 marks failed jobs).
-        self._guard("finish", lambda: run.finish(exit_code=1 if failed else 0))
+        if self._guard("finish", lambda: run.finish(exit_code=1 if failed else 0)) and where:
+            log.info(where)

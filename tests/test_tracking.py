@@ -21,6 +21,7 @@ from longspec.tracking import (
     run_name,
     sample_row,
     summary_metrics,
+    where_line,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,6 +162,7 @@ def test_wandb_logger_contract(tmp_path: Path) -> None:
     assert kwargs["group"] == "g" and kwargs["job_type"] == "tree" and kwargs["tags"] == ["t"]
     assert kwargs["config"]["model"]["hub_token"] == REDACTED
     assert kwargs["config"]["choices"]["decode"] == "tree"
+    assert kwargs["settings"] == {"quiet": True}  # W&B's closing block stays off the console
     samples = [p for p in run.logged if "sample/tau" in p]
     assert [p["sample/tau"] for p in samples] == [2.0, 1.0]
     final = run.logged[-1]
@@ -169,6 +171,23 @@ def test_wandb_logger_contract(tmp_path: Path) -> None:
     assert final["accept_length_counts"].data == [[1, 9], [2, 2], [3, 1]]
     assert run.summary["tau"] == 1.5 and run.summary["speedup"] == 1.8
     assert run.exit_code == 0
+
+
+def test_wandb_console_output_can_be_kept(tmp_path: Path) -> None:
+    wb = fake_wandb(FakeRun())
+    run_job(WandbLogger(quiet=False, importer=lambda: wb), tmp_path)
+    assert wb.calls[0]["settings"] == {}
+
+
+def test_where_line_names_the_url_or_the_offline_dir() -> None:
+    online = SimpleNamespace(url="https://wandb.ai/u/p/runs/x", settings=SimpleNamespace(
+        mode="online", sync_dir="/j/wandb/run-x"))  # fmt: skip
+    offline = SimpleNamespace(url=None, settings=SimpleNamespace(
+        mode="offline", sync_dir="/j/wandb/offline-run-x"))  # fmt: skip
+    assert where_line(online) == "W&B run: https://wandb.ai/u/p/runs/x"
+    run_dir = "/j/wandb/offline-run-x"
+    assert where_line(offline) == f"W&B offline run: {run_dir} (upload: wandb sync {run_dir})"
+    assert where_line(FakeRun()) is None
 
 
 def test_wandb_logger_failed_job_finishes_with_exit_code_1(tmp_path: Path) -> None:
@@ -228,12 +247,16 @@ def read_when_flushed(path: Path, timeout_s: float = 10.0) -> bytes:
     return data
 
 
-def test_offline_run_lands_in_job_dir_without_secrets(offline_env: Path) -> None:
+def test_offline_run_lands_in_job_dir_without_secrets(
+    offline_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     pytest.importorskip("wandb")
     tracker = WandbLogger(project="longspec-test")
-    run_job(tracker, offline_env)
+    with caplog.at_level(logging.INFO, logger="longspec.tracking"):
+        run_job(tracker, offline_env)
     runs = list((offline_env / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, list(offline_env.rglob("*"))
+    assert f"W&B offline run: {runs[0]} (upload: wandb sync {runs[0]})" in caplog.text
     (blob,) = runs[0].glob("run-*.wandb")
     data = read_when_flushed(blob)
     assert b"max_new_tokens" in data and REDACTED.encode() in data

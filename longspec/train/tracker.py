@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from longspec.tracking import redact, resolve_mode
+from longspec.tracking import console_settings, redact, resolve_mode, where_line
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class TrainTracker:
                 config=redact(config),
                 job_type="train",
                 reinit="finish_previous",
+                settings=console_settings(bool(logger_cfg.get("quiet", True))),
             )
         except Exception as err:  # noqa: BLE001 - W&B is a convenience
             log.warning("W&B disabled: %s", err)
@@ -58,7 +59,10 @@ class TrainTracker:
             for key, value in (summary or {}).items():
                 if isinstance(value, int | float | str):
                     self.run.summary[key] = value
+            where = where_line(self.run)
             self.run.finish()
+            if where:
+                log.info(where)
         except Exception as err:  # noqa: BLE001
             log.warning("W&B finish failed: %s", err)
         self.run = None
