@@ -8,11 +8,10 @@ NaN logits end the run with one line saying what happened and what to do.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -22,19 +21,20 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from longspec.decoding.loop import reserve_cache
 from longspec.decoding.strategy import announce
 from longspec.errors import USER_ERRORS, Interrupted, NonFiniteLogits, OutOfMemory
+from longspec.finite import check_output_ids, with_sample_id
+from longspec.memory import device_memory, oom_message, peak_memory
 from longspec.metrics import PhaseTimer, environment, summarize
 from longspec.results import ResultsLog, read_json, write_json_atomic
-from longspec.validate import check_output_ids, redact_config, validate, with_sample_id
+from longspec.resume import RUN_CONFIG, check_resumable, finished_summary, saved_config
+from longspec.validate import validate
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
-
     from transformers import PreTrainedTokenizerBase
 
     from longspec.data.sample import Sample
@@ -44,11 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUN_CONFIG = "run_config.json"  # the job's resolved, redacted config, written at its start
-# Settings a resumed run may change: they do not change what a finished sample contains.
-RESUME_FREE = ("resume", "warmup", "logger", "batch_size", "data.num_samples", "resources")
 JOB_INFO = "job_info.json"  # the launcher's placement of a sweep job (longspec.gpu_lock)
-GIB = 1 << 30
 
 
 def job_names() -> dict[str, str]:
@@ -85,52 +81,17 @@ def run(cfg: DictConfig) -> int:
 
 
 def _run(cfg: DictConfig, out: Path, config: dict) -> int:
-    # Imported here: transformers takes seconds to import, and a finished run being resumed
-    # (every finished job of a resumed sweep) needs none of it.
-    from longspec.build import build_target, resolve_device, resolve_dtype
-    from longspec.data.sample import split_fitting
-    from longspec.decoding.sampling import Generation
+    """Load the target and the prompts that fit, decode them with the tracker running and
+    print the summary's one line."""
+    # Imported here (and in the helpers below): transformers takes seconds to import, and a
+    # finished run being resumed (every finished job of a resumed sweep) needs none of it.
     from longspec.loading import special_ids
 
-    device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
-    torch.manual_seed(cfg.seed)
-    try:
-        target, tokenizer = build_target(cfg, device, dtype)
-    except torch.cuda.OutOfMemoryError as err:
-        raise OutOfMemory(
-            f"GPU out of memory while loading model {cfg.model.name} in {dtype} on {device}"
-            f"{device_memory(device)}; use a smaller model, a GPU with more memory, or free "
-            "the GPU from other processes"
-        ) from err
+    target, tokenizer = _load_target(cfg)
     pad_id, eos_ids = special_ids(tokenizer, cfg.model)
-    gen = Generation(
-        max_new_tokens=cfg.generation.max_new_tokens,
-        eos_ids=eos_ids,
-        temperature=cfg.generation.temperature,
-        top_p=cfg.generation.top_p,
-        seed=cfg.seed,
-    )
+    gen = _generation(cfg, eos_ids)
     samples = build(cfg.data).load(tokenizer, cfg.model.prompt_format, cfg.model.context)
-    budget = cfg.model.context - gen.max_new_tokens
-    samples, skipped = split_fitting(samples, budget)
-    if skipped:
-        log.warning(
-            "skipping %d prompt(s) longer than %d tokens (model.context %d - "
-            "generation.max_new_tokens %d): %s",
-            len(skipped),
-            budget,
-            cfg.model.context,
-            gen.max_new_tokens,
-            ", ".join(f"{s.id} ({len(s.prompt_ids)})" for s in skipped[:5])
-            + (", ..." if len(skipped) > 5 else ""),
-        )
-    if not samples:
-        raise ValueError(
-            f"no prompt fits: all {len(skipped)} are longer than model.context - "
-            f"generation.max_new_tokens = {budget} tokens; lower generation.max_new_tokens "
-            "or use shorter prompts"
-        )
+    samples, skipped = _fitting_samples(samples, cfg, gen)
     names = job_names()
     tracker = build(cfg.logger)
     tracker.start(config, names, out)
@@ -144,6 +105,70 @@ def _run(cfg: DictConfig, out: Path, config: dict) -> int:
     tracker.finish(summary)
     print(one_line(summary))
     return 0
+
+
+def _load_target(cfg: DictConfig) -> tuple[TargetModel, PreTrainedTokenizerBase]:
+    """The target and its tokenizer on cfg.device in cfg.dtype (the seed set first); GPU
+    out-of-memory while loading becomes a message with the card's memory."""
+    from longspec.build import build_target, resolve_device, resolve_dtype
+
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    torch.manual_seed(cfg.seed)
+    try:
+        return build_target(cfg, device, dtype)
+    except torch.cuda.OutOfMemoryError as err:
+        raise OutOfMemory(
+            f"GPU out of memory while loading model {cfg.model.name} in {dtype} on {device}"
+            f"{device_memory(device)}; use a smaller model, a GPU with more memory, or free "
+            "the GPU from other processes"
+        ) from err
+
+
+def _generation(cfg: DictConfig, eos_ids: tuple[int, ...]) -> Generation:
+    """The generation settings of cfg.generation (and the run's seed)."""
+    from longspec.decoding.sampling import Generation
+
+    return Generation(
+        max_new_tokens=cfg.generation.max_new_tokens,
+        eos_ids=eos_ids,
+        temperature=cfg.generation.temperature,
+        top_p=cfg.generation.top_p,
+        seed=cfg.seed,
+    )
+
+
+def _fitting_samples(
+    samples: list[Sample], cfg: DictConfig, gen: Generation
+) -> tuple[list[Sample], list[Sample]]:
+    """(the samples whose prompt fits model.context - max_new_tokens, the skipped ones), with
+    a warning naming the skipped; ValueError when none fits."""
+    from longspec.data.sample import split_fitting
+
+    budget = cfg.model.context - gen.max_new_tokens
+    samples, skipped = split_fitting(samples, budget)
+    if skipped:
+        _warn_skipped(skipped, budget, cfg, gen)
+    if not samples:
+        raise ValueError(
+            f"no prompt fits: all {len(skipped)} are longer than model.context - "
+            f"generation.max_new_tokens = {budget} tokens; lower generation.max_new_tokens "
+            "or use shorter prompts"
+        )
+    return samples, skipped
+
+
+def _warn_skipped(skipped: list[Sample], budget: int, cfg: DictConfig, gen: Generation) -> None:
+    log.warning(
+        "skipping %d prompt(s) longer than %d tokens (model.context %d - "
+        "generation.max_new_tokens %d): %s",
+        len(skipped),
+        budget,
+        cfg.model.context,
+        gen.max_new_tokens,
+        ", ".join(f"{s.id} ({len(s.prompt_ids)})" for s in skipped[:5])
+        + (", ..." if len(skipped) > 5 else ""),
+    )
 
 
 def build(node: DictConfig) -> Any:
@@ -302,107 +327,6 @@ def non_finite_stop(
     return NonFiniteLogits(message, sample_id=err.sample_id, step=err.step, row=err.row)
 
 
-def oom_message(
-    target: TargetModel, strategy: Any, batch: list[Sample], gen: Generation, what: str = ""
-) -> str:
-    """What did not fit (prompt, batch, new tokens, KV cache bytes) and what to lower."""
-    longest = max(len(s.prompt_ids) for s in batch)
-    nodes = int(getattr(strategy, "max_nodes", 0) or 0)
-    capacity = longest + gen.max_new_tokens + nodes + 2
-    sizes = f"prompt {longest} tokens, batch {len(batch)}, max_new_tokens {gen.max_new_tokens}" + (
-        f", {nodes} draft nodes per round" if nodes else ""
-    )
-    cache = kv_cache_bytes(target, len(batch), capacity)
-    if cache is not None:
-        sizes += f"; target KV cache {cache / GIB:.2f} GiB for {capacity} positions"
-    return (
-        f"{what}GPU out of memory on sample {batch[0].id} ({sizes}){device_memory(target.device)}; "
-        "lower generation.max_new_tokens, batch_size, the prompt length (data.prompt_tokens, "
-        "or a shorter prompt set) or the tree (decode.tree_shape / decode.gamma)"
-    )
-
-
-def kv_cache_bytes(target: TargetModel, batch: int, capacity: int) -> int | None:
-    """Bytes of the target's keys and values for ``batch`` rows of ``capacity`` positions."""
-    try:
-        elem = torch.empty((), dtype=target.dtype).element_size()
-        per_position = 2 * target.n_layers * target.n_kv_heads * target.head_dim * elem
-    except (AttributeError, TypeError):
-        return None
-    return per_position * batch * capacity
-
-
-def device_memory(device: torch.device) -> str:
-    """`` on a 79.1 GiB card with 1.2 GiB free`` (empty off CUDA or on failure)."""
-    if device.type != "cuda":
-        return ""
-    try:
-        free, total = torch.cuda.mem_get_info(device)
-    except RuntimeError:
-        return ""
-    return f" on a {total / GIB:.1f} GiB card with {free / GIB:.1f} GiB free"
-
-
-# ---------------------------------------------------------------------------------------------
-# Resuming
-
-
-def saved_config(cfg: DictConfig) -> dict:
-    """The resolved config as it is written to files: secrets redacted, JSON types."""
-    config = redact_config(OmegaConf.to_container(cfg, resolve=True))
-    return json.loads(json.dumps(config, default=str))
-
-
-def config_diff(
-    old: Mapping[str, Any], new: Mapping[str, Any], ignore: Collection[str] = ()
-) -> list[str]:
-    """Dotted keys whose values differ (keys under ``ignore`` are skipped)."""
-    a, b = _flatten(old), _flatten(new)
-    keys = sorted(set(a) | set(b))
-    return [k for k in keys if a.get(k) != b.get(k) and not any(_under(k, i) for i in ignore)]
-
-
-def _under(key: str, prefix: str) -> bool:
-    return key == prefix or key.startswith(prefix + ".")
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, Mapping) and obj:
-        flat: dict[str, Any] = {}
-        for k, v in obj.items():
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        return flat
-    return {prefix.rstrip("."): obj}
-
-
-def check_resumable(out: Path, config: dict) -> None:
-    """ValueError when the run dir holds a run of another config (results would mix)."""
-    previous = read_json(out / RUN_CONFIG)
-    if previous is None:
-        summary = read_json(out / "summary.json")
-        previous = summary.get("config") if isinstance(summary, dict) else None
-    if not isinstance(previous, dict):
-        return
-    diff = config_diff(previous, config, ignore=RESUME_FREE)
-    if diff:
-        key = diff[0]
-        old, new = _flatten(previous).get(key), _flatten(config).get(key)
-        raise ValueError(
-            f"resume=true but {out} holds a run with another config ({key}: {old!r} there, "
-            f"{new!r} now); resume with the same settings or choose a new hydra.run.dir"
-        )
-
-
-def finished_summary(out: Path, config: dict) -> dict | None:
-    """The summary of a finished run of the same config in ``out``, else None."""
-    summary = read_json(out / "summary.json")
-    if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
-        return None
-    if config_diff(summary["config"], config, ignore=("resume",)):
-        return None
-    return summary
-
-
 @contextmanager
 def stop_on_signals(out: Path) -> Iterator[None]:
     """SIGTERM (schedulers, ``kill``) ends the run with one line; finished samples stay."""
@@ -454,14 +378,6 @@ def record(
         "batch": batch_index,
         "peak_memory_bytes": peak_memory(target.device),
     }
-
-
-def peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def one_line(s: dict) -> str:

@@ -1,13 +1,11 @@
-"""Config checks that run before any model loads, and cheap guards used while decoding.
+"""Config checks that run before any model loads.
 
 :func:`validate` runs every check of :data:`CHECKS` (small functions, registered with
 ``@check``) on a composed run config. Each raises a one-line ``ValueError`` naming the
 setting and what is allowed; ``run.py`` prints it as ``error: ...`` and exits 2.
 
-During decoding, :func:`finite_rows` + :func:`raise_if_not_finite` (the decode loop, no
-extra host sync) or :func:`check_finite` stop a sample whose logits hold NaN or inf, and
-:func:`check_output_ids` a sample whose output holds ids outside the vocabulary.
-:func:`redact_config` removes credentials from a config before it is written anywhere.
+The guards used while decoding are in :mod:`longspec.finite`; secret redaction is in
+:mod:`longspec.redact`.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,7 +25,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from longspec.errors import InvalidOutput, NonFiniteLogits
+from longspec.rules import _is_int, _is_number, _require_choice, _require_int
 
 MAX_TREE_NODES = 1024  # draft nodes per round (sum of tree_shape); the paper's tree has 68
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -44,9 +42,6 @@ CUDA_ONLY = ("flash_attn",)
 COMPONENTS = ("attention", "decode", "baseline", "data", "logger")
 # Hub ids look like "org/name"; anything else that names a file must exist locally.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+")
-# Environment variables whose values count as secrets, by name.
-SECRET_ENV_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-MIN_SECRET_LEN = 8  # shorter values ("1", "true") are flags, not credentials
 
 # The checks that look at cfg.decode / cfg.baseline (and the components they import).
 DECODE_CHECKS = ("tree_shape", "decode_numbers", "components")
@@ -84,33 +79,6 @@ def _first_line(err: BaseException) -> str:
 def _get(cfg: Any, key: str) -> Any:
     """The value at a dotted key, or None when absent."""
     return OmegaConf.select(cfg, key, default=None) if cfg is not None else None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _require_int(name: str, value: Any, low: int, what: str = "") -> None:
-    """ValueError unless ``value`` is an integer >= low."""
-    if not _is_int(value) or value < low:
-        bound = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ValueError(f"{name} must be {bound}{what}, got {value!r}")
-
-
-def _require_choice(name: str, value: Any, allowed: Collection[str]) -> None:
-    """ValueError unless ``value`` is one of ``allowed``."""
-    if value not in allowed:
-        raise ValueError(f"{name}={value} is not one of {', '.join(allowed)}")
-
-
-def _require_levels(name: str, value: Any) -> None:
-    """ValueError unless ``value`` is a non-empty list of positive integers."""
-    if isinstance(value, str) or not value or not all(_is_int(w) and w >= 1 for w in value):
-        raise ValueError(f"{name} must be a list of positive integers, got {value!r}")
 
 
 def _decode_nodes(cfg: DictConfig) -> Iterator[tuple[str, DictConfig]]:
@@ -537,99 +505,3 @@ def _check_jsonl(name: str, path: Path, target: str | None = None) -> None:
     else:
         for _ in read_jsonl(path):
             pass
-
-
-# ---------------------------------------------------------------------------------------------
-# Guards while decoding
-
-
-def finite_rows(logits: torch.Tensor) -> torch.Tensor:
-    """(B,) bool on the logits' device, True where a row's logits are all finite.
-
-    No host sync: inside a captured graph, return it with the round's output and test it on
-    the host with :func:`raise_if_not_finite` after the round's one device-to-host copy.
-    """
-    finite = torch.isfinite(logits)
-    return finite.flatten(1).all(1) if logits.dim() > 1 else finite.all()[None]
-
-
-def check_finite(
-    logits: torch.Tensor, sample_id: str | Sequence[str] | None = None, step: int = 0
-) -> None:
-    """Raise :class:`NonFiniteLogits` if ``logits`` holds NaN or inf (one host sync).
-
-    ``logits``: (B, ...) with one row per sample (or unbatched). ``sample_id``: the sample's
-    id, one id per row, or None (the error then names the batch row; the runner re-raises it
-    with the sample's id). ``step``: the decode step (0 = prefill, then the round number).
-    """
-    if bool(torch.isfinite(logits).all()):
-        return
-    flags = finite_rows(logits).tolist()
-    row = flags.index(False)
-    bad = logits[row] if logits.dim() > 1 else logits
-    nan, inf = int(torch.isnan(bad).sum()), int(torch.isinf(bad).sum())
-    raise _non_finite(_row_id(sample_id, row), row, step, nan, inf, bad.numel(), logits.dtype)
-
-
-def raise_if_not_finite(
-    flags: Sequence[bool], sample_id: str | Sequence[str] | None = None, step: int = 0
-) -> None:
-    """Host side of :func:`finite_rows`: raise for the first row whose flag is False."""
-    for row, ok in enumerate(flags):
-        if not ok:
-            raise _non_finite(_row_id(sample_id, row), row, step, None, None, None, None)
-
-
-def _row_id(sample_id: str | Sequence[str] | None, row: int) -> str | None:
-    if sample_id is None or isinstance(sample_id, str):
-        return sample_id
-    return str(sample_id[row])
-
-
-def _non_finite(sample_id, row, step, nan, inf, total, dtype) -> NonFiniteLogits:
-    what = f"{nan} NaN and {inf} inf of {total} values" if total is not None else "NaN or inf"
-    who = f"sample {sample_id}" if sample_id is not None else f"batch row {row}"
-    hint = "; try dtype=bfloat16 or dtype=float32" if dtype == torch.float16 else ""
-    return NonFiniteLogits(
-        f"non-finite logits ({what}) for {who} at decode step {step}{hint}",
-        sample_id=sample_id,
-        step=step,
-        row=row,
-    )
-
-
-def with_sample_id(err: NonFiniteLogits, sample_id: str) -> NonFiniteLogits:
-    """The same error naming the sample instead of the batch row."""
-    message = str(err).replace(f"batch row {err.row}", f"sample {sample_id}", 1)
-    return NonFiniteLogits(message, sample_id=sample_id, step=err.step, row=err.row)
-
-
-def check_output_ids(output_ids: Sequence[Any], vocab_size: int | None, sample_id: str) -> None:
-    """Raise :class:`InvalidOutput` unless every id is an int in [0, vocab_size)."""
-    for pos, tok in enumerate(output_ids):
-        if not _is_int(tok) or tok < 0 or (vocab_size is not None and tok >= vocab_size):
-            raise InvalidOutput(
-                f"sample {sample_id}: output id {tok!r} at position {pos} is not a token id "
-                f"in [0, {vocab_size})"
-            )
-
-
-# ---------------------------------------------------------------------------------------------
-# Secrets
-
-
-def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
-    """Values of environment variables whose names say they are credentials
-    (``*TOKEN*``, ``*KEY*``, ``*SECRET*``, ...), longest first; short values are ignored."""
-    env = os.environ if env is None else env
-    values = {v for k, v in env.items() if SECRET_ENV_NAME.search(k) and len(v) >= MIN_SECRET_LEN}
-    return sorted(values, key=len, reverse=True)
-
-
-def redact_config(obj: Any, env: Mapping[str, str] | None = None) -> Any:
-    """A copy of a config container with credentials replaced by ``<redacted>``: values under
-    secret-looking keys, token-shaped strings, and the values of secret environment variables
-    wherever they occur."""
-    from longspec.tracking import redact
-
-    return redact(obj, secret_values(env))

@@ -36,9 +36,11 @@ from longspec.errors import (
     OutOfMemory,
     exit_on_user_error,
 )
+from longspec.finite import check_finite
+from longspec.memory import kv_cache_bytes
 from longspec.results import ResultsLog
-from longspec.runner import config_diff, decode_all, kv_cache_bytes, stop_on_signals
-from longspec.validate import check_finite
+from longspec.resume import config_diff
+from longspec.runner import decode_all, stop_on_signals
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model=tiny_llama", "~decode@baseline"]

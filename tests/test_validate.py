@@ -18,19 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 from longspec.config import register
 from longspec.data.jsonl import parse_prompt_records
 from longspec.errors import InvalidOutput, NonFiniteLogits
-from longspec.validate import (
-    CHECKS,
-    DEVICE,
-    MAX_TREE_NODES,
+from longspec.finite import (
     check_finite,
     check_output_ids,
     finite_rows,
     raise_if_not_finite,
-    redact_config,
-    secret_values,
-    validate,
     with_sample_id,
 )
+from longspec.redact import redact_config, secret_values
+from longspec.validate import CHECKS, DEVICE, MAX_TREE_NODES, validate
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 ROOT = CONF_DIR.parent

@@ -38,13 +38,8 @@ def attention_backend(name: str) -> AttentionBackend:
 def check_config(cfg: DictConfig) -> None:
     """Every setting the run reads, before anything is built (one-line ValueError)."""
     from longspec.models.random_weights import SHAPES
-    from longspec.validate import (
-        _is_number,
-        _require_choice,
-        _require_int,
-        _require_levels,
-        validate,
-    )
+    from longspec.rules import _is_number, _require_choice, _require_int, _require_levels
+    from longspec.validate import validate
 
     validate(cfg, only={"device", "dtype"})
     _require_choice("shape", cfg.shape, sorted(SHAPES))

@@ -18,9 +18,9 @@ from torch import Tensor
 from longspec.decoding.sampling import Generation
 from longspec.decoding.state import DecodeState, RowResult
 from longspec.decoding.strategy import Strategy
+from longspec.finite import finite_rows, raise_if_not_finite
 from longspec.metrics import PhaseTimer
 from longspec.models.target import TargetModel
-from longspec.validate import finite_rows, raise_if_not_finite
 
 
 def pad_prompts(

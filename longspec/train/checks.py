@@ -8,13 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from longspec.validate import (
-    _is_number,
-    _require_choice,
-    _require_int,
-    _require_levels,
-    validate,
-)
+from longspec.rules import _is_number, _require_choice, _require_int, _require_levels
+from longspec.validate import validate
 
 TARGET_DTYPES = ("auto", "float32", "float16", "bfloat16")
 AMP_DTYPES = ("auto", "bfloat16", "float16", "none")
