@@ -14,22 +14,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from longspec.redact import redact
+
 log = logging.getLogger(__name__)
 
-REDACTED = "<redacted>"
-# Environment variables whose values must never reach a tracker.
-SECRET_ENV_VARS = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_API_TOKEN")
-# Key names that hold credentials ("max_new_tokens" and "pad_token_id" are not secrets).
-SECRET_KEY = re.compile(
-    r"(^|[_\-.])(api[_\-]?key|apikey|secret|password|passwd|credentials?|"
-    r"(access|auth|hf|hub|api|bearer|wandb|github|gh)?[_\-]?token)$",
-    re.IGNORECASE,
-)
-# Values shaped like well-known tokens, wherever they appear.
-SECRET_VALUE = re.compile(
-    r"(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|"
-    r"github_pat_[A-Za-z0-9_]{20,}|xox[abprs]-[A-Za-z0-9\-]{10,}|local-[0-9a-f]{40})"
-)
 # Per-sample columns of the W&B table (record field -> column); long fields stay in files.
 SAMPLE_COLUMNS = (
     "id",
@@ -80,42 +68,6 @@ class NoLogger:
 
     def finish(self, summary: dict[str, Any] | None, failed: bool = False) -> None:
         return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Secrets
-
-
-def secret_env_values(env: Mapping[str, str] | None = None) -> list[str]:
-    """Values of the credential environment variables that are set (never logged)."""
-    env = os.environ if env is None else env
-    return [env[k] for k in SECRET_ENV_VARS if env.get(k)]
-
-
-def _redact_string(value: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        value = value.replace(secret, REDACTED)
-    return SECRET_VALUE.sub(REDACTED, value)
-
-
-def redact(obj: Any, secrets: Sequence[str] | None = None) -> Any:
-    """A copy of ``obj`` (dicts/lists/scalars) with credentials replaced by ``<redacted>``:
-    values under secret-looking keys, token-shaped strings and the values of
-    ``SECRET_ENV_VARS`` wherever they occur."""
-    secrets = secret_env_values() if secrets is None else secrets
-    if isinstance(obj, Mapping):
-        return {k: _redact_item(str(k), v, secrets) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [redact(v, secrets) for v in obj]
-    if isinstance(obj, str):
-        return _redact_string(obj, secrets)
-    return obj
-
-
-def _redact_item(key: str, value: Any, secrets: Sequence[str]) -> Any:
-    if SECRET_KEY.search(key) and value not in (None, "") and not isinstance(value, Mapping):
-        return REDACTED
-    return redact(value, secrets)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
+from longspec.redact import REDACTED, redact
 from longspec.tracking import (
-    REDACTED,
     NoLogger,
     WandbLogger,
-    redact,
     resolve_mode,
     run_name,
     sample_row,

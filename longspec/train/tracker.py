@@ -12,7 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from longspec.tracking import console_settings, redact, resolve_mode, where_line
+from longspec.redact import redact
+from longspec.tracking import console_settings, resolve_mode, where_line
 
 log = logging.getLogger(__name__)
 
