@@ -106,6 +106,56 @@ def _key_block(
 
 
 @triton.jit
+def _fold_split(
+    start, end, q, length, t, row_ok, dims, d_ok, keep_row, tree_row, stree_t, k_head, v_head,
+    sk_s, sv_s, scale, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_KEEP: tl.constexpr, IN_FLIGHT: tl.constexpr, TREE: tl.constexpr,
+    PRECISION: tl.constexpr, SPLIT_BLOCKS: tl.constexpr, DYNAMIC: tl.constexpr,
+    STAGES: tl.constexpr, EVEN_D: tl.constexpr,
+):  # fmt: skip
+    """Keys start .. end of one head folded into a fresh running max m_i (BM,), sum l_i
+    (BM,) and output acc (BM, BD)."""
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    # Blocks wholly below the committed length need no mask (none when a keep mask applies).
+    n_full = tl.maximum(tl.minimum(end, length) - start, 0) // BLOCK_N  # unmasked blocks
+    full_end = start if HAS_KEEP else start + n_full * BLOCK_N
+    if DYNAMIC:  # compiled: loops over exactly this split's blocks, software-pipelined
+        for n0 in tl.range(start, full_end, BLOCK_N, num_stages=STAGES):
+            m_i, l_i, acc = _key_block(
+                n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row, tree_row,
+                stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP, IN_FLIGHT, TREE,
+                PRECISION, True, EVEN_D,
+            )  # fmt: skip
+        # The masked tail (a block or two) is not pipelined: its buffers would add to the main
+        # loop's shared memory and leave room for fewer programs per multiprocessor (H200,
+        # 8B shape, 70 tokens at 32k: 140 -> 103 us at 3 stages, tune_kernel_h200_tma*.json).
+        for n0 in tl.range(full_end, end, BLOCK_N, num_stages=1):
+            m_i, l_i, acc = _key_block(
+                n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row, tree_row,
+                stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP, IN_FLIGHT, TREE,
+                PRECISION, False, EVEN_D,
+            )  # fmt: skip
+    else:  # the interpreter needs a constant trip count; blocks past the end skip
+        for i in range(SPLIT_BLOCKS):
+            n0 = start + i * BLOCK_N
+            if n0 < full_end:
+                m_i, l_i, acc = _key_block(
+                    n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row,
+                    tree_row, stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP,
+                    IN_FLIGHT, TREE, PRECISION, True, EVEN_D,
+                )  # fmt: skip
+            elif n0 < end:
+                m_i, l_i, acc = _key_block(
+                    n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row,
+                    tree_row, stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP,
+                    IN_FLIGHT, TREE, PRECISION, False, EVEN_D,
+                )  # fmt: skip
+    return m_i, l_i, acc
+
+
+@triton.jit
 def _split_attention(
     q_ptr, k_ptr, v_ptr, len_ptr, keep_ptr, tree_ptr, o_ptr, lse_ptr, out_ptr, lse_out_ptr,
     cnt_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, skeep_b, stree_b, stree_t,
@@ -141,46 +191,13 @@ def _split_attention(
     length = tl.load(len_ptr + b).to(tl.int32)
     start = split * split_len
     end = tl.minimum(start + split_len, length + n_new)  # n_new keys in flight (0: none)
-    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    l_i = tl.zeros((BLOCK_M,), tl.float32)
-    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     keep_row, tree_row = keep_ptr + b * skeep_b, tree_ptr + b * stree_b
     k_head, v_head = k_ptr + b * sk_b + h * sk_h, v_ptr + b * sv_b + h * sv_h
-    # Blocks wholly below the committed length need no mask (none when a keep mask applies).
-    n_full = tl.maximum(tl.minimum(end, length) - start, 0) // BLOCK_N  # unmasked blocks
-    full_end = start if HAS_KEEP else start + n_full * BLOCK_N
-    if DYNAMIC:  # compiled: loops over exactly this split's blocks, software-pipelined
-        for n0 in tl.range(start, full_end, BLOCK_N, num_stages=STAGES):
-            m_i, l_i, acc = _key_block(
-                n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row, tree_row,
-                stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP, IN_FLIGHT, TREE,
-                PRECISION, True, EVEN_D,
-            )  # fmt: skip
-        # The masked tail (a block or two) is not pipelined: its buffers would add to the main
-        # loop's shared memory and leave room for fewer programs per multiprocessor (H200,
-        # 8B shape, 70 tokens at 32k: 140 -> 103 us at 3 stages, tune_kernel_h200_tma*.json).
-        for n0 in tl.range(full_end, end, BLOCK_N, num_stages=1):
-            m_i, l_i, acc = _key_block(
-                n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row, tree_row,
-                stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP, IN_FLIGHT, TREE,
-                PRECISION, False, EVEN_D,
-            )  # fmt: skip
-    else:  # the interpreter needs a constant trip count; blocks past the end skip
-        for i in range(SPLIT_BLOCKS):
-            n0 = start + i * BLOCK_N
-            if n0 < full_end:
-                m_i, l_i, acc = _key_block(
-                    n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row,
-                    tree_row, stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP,
-                    IN_FLIGHT, TREE, PRECISION, True, EVEN_D,
-                )  # fmt: skip
-            elif n0 < end:
-                m_i, l_i, acc = _key_block(
-                    n0, end, q, m_i, l_i, acc, length, t, row_ok, dims, d_ok, keep_row,
-                    tree_row, stree_t, k_head, v_head, sk_s, sv_s, scale, BLOCK_N, HAS_KEEP,
-                    IN_FLIGHT, TREE, PRECISION, False, EVEN_D,
-                )  # fmt: skip
-
+    m_i, l_i, acc = _fold_split(
+        start, end, q, length, t, row_ok, dims, d_ok, keep_row, tree_row, stree_t, k_head,
+        v_head, sk_s, sv_s, scale, BLOCK_M, BLOCK_D, BLOCK_N, HAS_KEEP, IN_FLIGHT, TREE,
+        PRECISION, SPLIT_BLOCKS, DYNAMIC, STAGES, EVEN_D,
+    )  # fmt: skip
     seen = l_i > 0
     lse = tl.where(seen, (m_i + tl.log2(tl.where(seen, l_i, 1.0))) * LN2, float("-inf"))
     out = acc / tl.where(seen, l_i, 1.0)[:, None]  # (BM, BD)

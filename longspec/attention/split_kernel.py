@@ -120,6 +120,41 @@ def _pow2_floor(n: int) -> int:
     return 1 << (max(n, 1).bit_length() - 1)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One launch's geometry: query rows per program, row blocks, key splits, their length
+    (a multiple of the key block) and where the splits meet."""
+
+    block_m: int
+    n_mblocks: int
+    n_splits: int
+    split_len: int
+    mode: Merge
+
+    def grid(self, heads: int) -> tuple[int, int, int]:
+        """(splits, B * Hkv, row blocks), or (row blocks, splits, B * Hkv) rows first."""
+        if LAUNCH.rows_first:
+            return (self.n_mblocks, self.n_splits, heads)
+        return (self.n_splits, heads, self.n_mblocks)
+
+
+def _plan(
+    rows: int, heads: int, n_keys: int, fused_merge: bool | None, device: torch.device
+) -> _Plan:
+    """The launch of ``rows`` query rows (head group x tokens) per KV head, over ``heads``
+    (batch x KV heads) heads of ``n_keys`` key slots each."""
+    block_m = min(max(triton.next_power_of_2(rows), 16), LAUNCH.max_block_m)
+    n_mblocks = math.ceil(rows / block_m)
+    block_n = LAUNCH.block_n
+    # A block of up to 16 rows is a decode step's (or a small group's): it keeps the short
+    # splits that fill the card; more rows (a verification, a draft level) keep longer ones.
+    min_blocks = 1 if block_m <= 16 else LAUNCH.min_split_blocks
+    n_splits = _n_splits(n_keys, heads * n_mblocks, block_n, min_blocks)
+    split_len = math.ceil(math.ceil(n_keys / n_splits) / block_n) * block_n
+    mode = _merge_mode(fused_merge, n_splits, device)
+    return _Plan(block_m, n_mblocks, n_splits, split_len, mode)
+
+
 def split_attention_lse(
     q: Tensor,
     k: Tensor,
@@ -145,29 +180,19 @@ def split_attention_lse(
     The launch depends only on tensor shapes, so it can be captured in a CUDA graph.
     """
     batch, n_heads, n_tokens, head_dim = q.shape
-    n_kv, n_keys = k.shape[1], k.shape[2]
+    n_kv = k.shape[1]
     group = n_heads // n_kv
     n_new = 0 if not in_flight else n_tokens if tree_mask is None else tree_mask.shape[2]
-    rows = group * n_tokens
-    block_m = min(max(triton.next_power_of_2(rows), 16), LAUNCH.max_block_m)
-    n_mblocks = math.ceil(rows / block_m)
-    block_n = LAUNCH.block_n
-    # A block of up to 16 rows is a decode step's (or a small group's): it keeps the short
-    # splits that fill the card; more rows (a verification, a draft level) keep longer ones.
-    min_blocks = 1 if block_m <= 16 else LAUNCH.min_split_blocks
-    n_splits = _n_splits(n_keys, batch * n_kv * n_mblocks, block_n, min_blocks)
-    split_len = math.ceil(math.ceil(n_keys / n_splits) / block_n) * block_n
-    mode = _merge_mode(fused_merge, n_splits, q.device)
+    plan = _plan(group * n_tokens, batch * n_kv, k.shape[2], fused_merge, q.device)
+    block_m, n_splits, mode = plan.block_m, plan.n_splits, plan.mode
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     out, lse, o_part, lse_part = _outputs(q, out_dtype, 0 if mode is Merge.DIRECT else n_splits)
     fused = mode is Merge.FUSED
-    counters = _tile_counters(q.device, batch * n_kv * n_mblocks) if fused else lengths
+    counters = _tile_counters(q.device, batch * n_kv * plan.n_mblocks) if fused else lengths
     keep_arg = keep.contiguous().view(torch.uint8) if keep is not None else lengths
     tree_arg = tree_mask.contiguous().view(torch.uint8) if tree_mask is not None else lengths
-    grid = (n_splits, batch * n_kv, n_mblocks)
-    if LAUNCH.rows_first:
-        grid = (n_mblocks, n_splits, batch * n_kv)
     chunks = _merge_chunks(n_splits, block_m, _block_d(head_dim)) if fused else (1, 1)
+    grid, block_n, split_len = plan.grid(batch * n_kv), LAUNCH.block_n, plan.split_len
     _split_attention[grid](
         q, k, v, lengths, keep_arg, tree_arg, o_part, lse_part, out, lse, counters,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
