@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from longspec.errors import InvalidOutput, NonFiniteLogits
-from longspec.rules import _is_int
+from longspec.rules import is_int
 
 
 def finite_rows(logits: torch.Tensor) -> torch.Tensor:
@@ -88,7 +88,7 @@ def with_sample_id(err: NonFiniteLogits, sample_id: str) -> NonFiniteLogits:
 def check_output_ids(output_ids: Sequence[Any], vocab_size: int | None, sample_id: str) -> None:
     """Raise :class:`InvalidOutput` unless every id is an int in [0, vocab_size)."""
     for pos, tok in enumerate(output_ids):
-        if not _is_int(tok) or tok < 0 or (vocab_size is not None and tok >= vocab_size):
+        if not is_int(tok) or tok < 0 or (vocab_size is not None and tok >= vocab_size):
             raise InvalidOutput(
                 f"sample {sample_id}: output id {tok!r} at position {pos} is not a token id "
                 f"in [0, {vocab_size})"

@@ -14,7 +14,6 @@ import importlib
 import importlib.util
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
@@ -25,7 +24,14 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from longspec.rules import _is_int, _is_number, _require_choice, _require_int
+from longspec.rules import (
+    is_int,
+    is_number,
+    readable_dir,
+    readable_file,
+    require_choice,
+    require_int,
+)
 
 MAX_TREE_NODES = 1024  # draft nodes per round (sum of tree_shape); the paper's tree has 68
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -93,31 +99,6 @@ def _looks_like_hub_id(path: str) -> bool:
     return bool(HUB_ID.fullmatch(path)) and not Path(path).expanduser().exists()
 
 
-def _readable_file(name: str, path: Any) -> Path:
-    """``path`` as a Path; ValueError naming the setting if it is not a readable file."""
-    p = Path(str(path)).expanduser()
-    if not p.exists():
-        raise ValueError(f"{name}={path} does not exist")
-    if not p.is_file():
-        raise ValueError(f"{name}={path} is not a file")
-    try:
-        with p.open("rb") as f:
-            f.read(1)
-    except OSError as err:
-        raise ValueError(f"{name}={path} cannot be read: {err.strerror or err}") from None
-    return p
-
-
-def _readable_dir(name: str, path: Any) -> Path:
-    p = Path(str(path)).expanduser()
-    if not p.is_dir():
-        what = "is not a directory" if p.exists() else "does not exist"
-        raise ValueError(f"{name}={path} {what}")
-    if not os.access(p, os.R_OK | os.X_OK):
-        raise ValueError(f"{name}={path} cannot be read (permission denied)")
-    return p
-
-
 # ---------------------------------------------------------------------------------------------
 # Checks (registration order = the order a user sees problems in)
 
@@ -169,13 +150,13 @@ def dtype(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if key == "model.dtype" and value is None:
             continue
-        _require_choice(key, value, DTYPES)
+        require_choice(key, value, DTYPES)
 
 
 @check
 def run_settings(cfg: DictConfig) -> None:
-    _require_int("batch_size", cfg.batch_size, 1)
-    if not _is_int(cfg.seed) or not -(2**63) <= cfg.seed < 2**64:
+    require_int("batch_size", cfg.batch_size, 1)
+    if not is_int(cfg.seed) or not -(2**63) <= cfg.seed < 2**64:
         raise ValueError(f"seed must be an integer in [-2**63, 2**64), got {cfg.seed!r}")
 
 
@@ -185,7 +166,7 @@ def resources(cfg: DictConfig) -> None:
     per_job = _get(cfg, "resources.gpus_per_job")
     if per_job is None:
         return
-    _require_int("resources.gpus_per_job", per_job, 1)
+    require_int("resources.gpus_per_job", per_job, 1)
     if per_job == 1:
         return
     if cfg.device == "cpu" or str(cfg.device).startswith("cuda:"):
@@ -205,7 +186,7 @@ def resources(cfg: DictConfig) -> None:
 def model_context(cfg: DictConfig) -> None:
     context = _get(cfg, "model.context")
     if context is not None:
-        _require_int("model.context", context, 2, " or null (the model's)")
+        require_int("model.context", context, 2, " or null (the model's)")
 
 
 @check
@@ -213,17 +194,17 @@ def generation(cfg: DictConfig) -> None:
     """max_new_tokens in [1, model.context), temperature >= 0, top_p in (0, 1]."""
     gen = cfg.generation
     context = _get(cfg, "model.context")
-    _require_int("generation.max_new_tokens", gen.max_new_tokens, 1)
-    if _is_int(context) and gen.max_new_tokens >= context:
+    require_int("generation.max_new_tokens", gen.max_new_tokens, 1)
+    if is_int(context) and gen.max_new_tokens >= context:
         raise ValueError(
             f"generation.max_new_tokens={gen.max_new_tokens} must be below "
             f"model.context={context} (the prompt needs room too)"
         )
     t = gen.temperature
-    if not _is_number(t) or not math.isfinite(t) or t < 0:
+    if not is_number(t) or not math.isfinite(t) or t < 0:
         raise ValueError(f"generation.temperature must be >= 0 (0 = greedy), got {t!r}")
     p = gen.top_p
-    if not _is_number(p) or not 0 < p <= 1:
+    if not is_number(p) or not 0 < p <= 1:
         raise ValueError(f"generation.top_p must be in (0, 1], got {p!r}")
 
 
@@ -245,7 +226,7 @@ def tree_shape(cfg: DictConfig) -> None:
                 f"got {shape!r}"
             )
         for level, width in enumerate(shape, start=1):
-            if not _is_int(width) or width < 1:
+            if not is_int(width) or width < 1:
                 raise ValueError(
                     f"{name} level {level} is {width!r}: every level must be a positive "
                     f"integer ({example})"
@@ -275,16 +256,16 @@ def decode_numbers(cfg: DictConfig) -> None:
     """gamma, window, sink, prompt_lookup_num_tokens of decode (and baseline)."""
     for prefix, node in _decode_nodes(cfg):
         if "gamma" in node:
-            _require_int(f"{prefix}.gamma", node.gamma, 1, " (draft tokens per round)")
+            require_int(f"{prefix}.gamma", node.gamma, 1, " (draft tokens per round)")
             if node.gamma > MAX_TREE_NODES:
                 raise ValueError(f"{prefix}.gamma={node.gamma} is above {MAX_TREE_NODES}")
         if "window" in node:
-            _require_int(f"{prefix}.window", node.window, 1)
+            require_int(f"{prefix}.window", node.window, 1)
         if "sink" in node:
-            _require_int(f"{prefix}.sink", node.sink, 0)
+            require_int(f"{prefix}.sink", node.sink, 0)
         lookup = node.get("prompt_lookup_num_tokens")
         if lookup is not None:
-            _require_int(f"{prefix}.prompt_lookup_num_tokens", lookup, 1, " or null")
+            require_int(f"{prefix}.prompt_lookup_num_tokens", lookup, 1, " or null")
 
 
 @check
@@ -302,7 +283,7 @@ def model_target(cfg: DictConfig) -> None:
     if root is None:
         return  # a hub id: checked when it downloads
     if gguf:
-        _readable_file("model.target.gguf_file", root / gguf)
+        readable_file("model.target.gguf_file", root / gguf)
     elif not root.exists():
         raise ValueError(f"model.target.path={root} does not exist")
 
@@ -357,7 +338,7 @@ def _check_draft_vocab(cfg: DictConfig, root: Path) -> None:
         size = node.get("draft_vocab")
         if size is None:
             continue
-        _require_int(f"{name}.draft_vocab", size, 1, " or null")
+        require_int(f"{name}.draft_vocab", size, 1, " or null")
         if not (root / RANKING_FILE).is_file():
             raise ValueError(
                 f"{name}.draft_vocab={size} needs {root / RANKING_FILE} (write it with "
@@ -449,19 +430,19 @@ def data(cfg: DictConfig) -> None:
         raise ValueError("data is not set: pick a data=... option")
     num = node.get("num_samples")
     if num is not None:
-        _require_int("data.num_samples", num, 1, " or null (all)")
+        require_int("data.num_samples", num, 1, " or null (all)")
     tokens = node.get("prompt_tokens")
     if tokens is not None:
-        _require_int("data.prompt_tokens", tokens, 1)
+        require_int("data.prompt_tokens", tokens, 1)
         context = _get(cfg, "model.context")
-        budget = context - cfg.generation.max_new_tokens if _is_int(context) else None
+        budget = context - cfg.generation.max_new_tokens if is_int(context) else None
         if budget is not None and tokens > budget:
             raise ValueError(
                 f"data.prompt_tokens={tokens} does not fit: model.context={context} - "
                 f"generation.max_new_tokens={cfg.generation.max_new_tokens} leaves {budget}"
             )
     if node.get("root") is not None:
-        _readable_dir("data.root", node.root)
+        readable_dir("data.root", node.root)
     _data_choices(node)
     target = str(node.get("_target_", ""))
     if target.endswith("LongBenchDataset"):
@@ -470,7 +451,7 @@ def data(cfg: DictConfig) -> None:
         if node.get("task") not in TASKS:
             raise ValueError(f"data.task={node.get('task')} is not one of {', '.join(TASKS)}")
     if node.get("dir") is not None:
-        folder = _readable_dir("data.dir", node.dir)
+        folder = readable_dir("data.dir", node.dir)
         if node.get("task") is not None:
             task_file = folder / f"{node.task}.jsonl"
             if not task_file.exists():
@@ -479,9 +460,9 @@ def data(cfg: DictConfig) -> None:
                     f"write it with: python -m longspec.data.convert_longbench --task "
                     f"{node.task} --out {node.dir}"
                 )
-            _check_jsonl("data.dir", _readable_file("data.dir", task_file))
+            _check_jsonl("data.dir", readable_file("data.dir", task_file))
     if node.get("path") is not None:
-        _check_jsonl("data.path", _readable_file("data.path", node.path), node.get("_target_"))
+        _check_jsonl("data.path", readable_file("data.path", node.path), node.get("_target_"))
 
 
 def _data_choices(node: DictConfig) -> None:
@@ -491,9 +472,9 @@ def _data_choices(node: DictConfig) -> None:
 
     for key, allowed in (("split", SPLITS), ("kind", KINDS)):
         if key in node:
-            _require_choice(f"data.{key}", node.get(key), allowed)
+            require_choice(f"data.{key}", node.get(key), allowed)
     if "min_files" in node:
-        _require_int("data.min_files", node.min_files, 1)
+        require_int("data.min_files", node.min_files, 1)
 
 
 def _check_jsonl(name: str, path: Path, target: str | None = None) -> None:

@@ -194,6 +194,7 @@ def test_train_configs_compose(conf_dir, train_name):
         ("train.eval.tree_shape=[2,0]", "train.eval.tree_shape"),
         ("train.eval.sequences=0", "train.eval.sequences"),
         ("resume=true", "resume=true but"),
+        ("train.init_from=/no/such/draft", "train.init_from=/no/such/draft does not exist"),
     ],
 )
 def test_train_rejects_bad_settings_before_loading(conf_dir, tmp_path, override, named):
@@ -309,6 +310,39 @@ def test_train_cpu_run_and_cli_resume(tmp_path, tiny_cache, tiny_llama, conf_dir
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5)
     assert list((part / "wandb").glob("offline-run-*"))
+
+
+def test_init_from_a_draft_starts_from_its_weights(
+    tmp_path, tiny_cache, tiny_llama, conf_dir, monkeypatch
+):
+    """train.init_from: the layer to train is the saved draft itself (fine-tuning), not an
+    init of train.init; the model card says where it started."""
+    from hydra import compose, initialize_config_dir
+
+    from longspec.models.glide_io import save_glide
+    from longspec.train.loop import Trainer
+    from longspec.train.model_card import model_card
+
+    hf, _ = tiny_llama
+    source = tmp_path / "draft"
+    save_glide(random_glide(hf.config, 5, torch.float32, "cpu"), source, hf.config)
+    monkeypatch.setenv("LONGSPEC_CACHE", str(tiny_cache))
+    overrides = _overrides(tmp_path / "w", f"train.init_from={source}", "train.selfgen.n=0")
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose("train_config", overrides=overrides)
+    threads = torch.get_num_threads()  # cpu_tiny sets train.threads=1
+    try:
+        trainer = Trainer(cfg)
+        trainer.setup()
+    finally:
+        torch.set_num_threads(threads)
+    expected = load_glide(source, hf.config, torch.float32, "cpu").state_dict()
+    got = trainer.layer.state_dict()
+    assert got.keys() == expected.keys() and trainer.layer.training
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+    assert all(p.requires_grad for p in trainer.layer.parameters())
+    assert f"init from the draft `{source}`" in model_card("tiny_llama", cfg, {})
 
 
 def test_selfgen_rows_end_with_continuations(tiny_llama, tiny_cache, monkeypatch):

@@ -38,24 +38,24 @@ def attention_backend(name: str) -> AttentionBackend:
 def check_config(cfg: DictConfig) -> None:
     """Every setting the run reads, before anything is built (one-line ValueError)."""
     from longspec.models.random_weights import SHAPES
-    from longspec.rules import _is_number, _require_choice, _require_int, _require_levels
+    from longspec.rules import is_number, require_choice, require_int, require_levels
     from longspec.validate import validate
 
     validate(cfg, only={"device", "dtype"})
-    _require_choice("shape", cfg.shape, sorted(SHAPES))
+    require_choice("shape", cfg.shape, sorted(SHAPES))
     contexts = cfg.contexts
     if isinstance(contexts, str) or not contexts:
         raise ValueError(f"contexts must be a non-empty list of token counts, got {contexts!r}")
     for ctx in contexts:
-        _require_int("contexts", ctx, 1, f" (each of {list(contexts)})")
+        require_int("contexts", ctx, 1, f" (each of {list(contexts)})")
     for key in ("reps", "bandwidth_mb"):
-        _require_int(key, cfg[key], 1)
-    _require_int("warmup", cfg.warmup, 0)
-    _require_levels("tree_shape", cfg.tree_shape)
+        require_int(key, cfg[key], 1)
+    require_int("warmup", cfg.warmup, 0)
+    require_levels("tree_shape", cfg.tree_shape)
     if cfg.draft_vocab is not None:
-        _require_int("draft_vocab", cfg.draft_vocab, 1, " or null")
+        require_int("draft_vocab", cfg.draft_vocab, 1, " or null")
     for name, tau in cfg.taus.items():
-        if not _is_number(tau) or tau < 1:
+        if not is_number(tau) or tau < 1:
             raise ValueError(f"taus.{name} must be a number >= 1, got {tau!r}")
 
 

@@ -35,6 +35,16 @@ if TYPE_CHECKING:
 STATE_FILE = "trainer_state.pt"
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def repo_path(path: str | Path) -> Path:
+    """A configured path: ``~`` expanded; a relative path is relative to the repository root
+    (as the model configs' draft paths are), not to Hydra's run directory."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
 def _write_dir(dest: Path, fill) -> None:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

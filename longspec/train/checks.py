@@ -8,7 +8,15 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from longspec.rules import _is_number, _require_choice, _require_int, _require_levels
+from longspec.rules import (
+    is_number,
+    readable_dir,
+    readable_file,
+    require_choice,
+    require_int,
+    require_levels,
+)
+from longspec.train.checkpoint import repo_path
 from longspec.validate import validate
 
 TARGET_DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -31,6 +39,9 @@ def validate_train(cfg: DictConfig) -> None:
             "train.max_offset=null needs model.context (offsets go to context - seq_len)"
         )
     _evaluation(t.eval)
+    if t.get("init_from") is not None:
+        source = readable_dir("train.init_from", repo_path(t.init_from))
+        readable_file("train.init_from", source / "config.json")
     if cfg.resume:
         ckpt = Path(str(t.work_dir)).expanduser() / "checkpoint"
         if not ckpt.is_dir():
@@ -77,39 +88,39 @@ def _plain(value: Any) -> Any:
 
 def _positive(name: str, value: Any, zero_ok: bool = False) -> None:
     """ValueError unless value is a number > 0 (>= 0 with zero_ok)."""
-    if not _is_number(value) or value < 0 or (value == 0 and not zero_ok):
+    if not is_number(value) or value < 0 or (value == 0 and not zero_ok):
         bound = "a number >= 0" if zero_ok else "a number > 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
 def _choices(t: DictConfig) -> None:
-    _require_choice("train.target_dtype", t.target_dtype, TARGET_DTYPES)
-    _require_choice("train.amp", t.amp, AMP_DTYPES)
-    _require_choice("train.save_dtype", t.save_dtype, SAVE_DTYPES)
-    _require_choice("train.init", t.init, INITS)
+    require_choice("train.target_dtype", t.target_dtype, TARGET_DTYPES)
+    require_choice("train.amp", t.amp, AMP_DTYPES)
+    require_choice("train.save_dtype", t.save_dtype, SAVE_DTYPES)
+    require_choice("train.init", t.init, INITS)
 
 
 def _sizes(t: DictConfig) -> None:
     for key in ("steps", "batch_size", "micro_batch", "seq_len", "window", "log_every"):
-        _require_int(f"train.{key}", t[key], 1)
+        require_int(f"train.{key}", t[key], 1)
     if t.batch_size % t.micro_batch:
         raise ValueError(
             f"train.batch_size={t.batch_size} must be a multiple of "
             f"train.micro_batch={t.micro_batch}"
         )
-    _require_int("train.save_every", t.save_every, 0)
-    _require_int("train.warmup_steps", t.warmup_steps, 0)
+    require_int("train.save_every", t.save_every, 0)
+    require_int("train.warmup_steps", t.warmup_steps, 0)
     sg = t.selfgen
-    _require_int("train.selfgen.n", sg.n, 0)
+    require_int("train.selfgen.n", sg.n, 0)
     if sg.n:
         for key in ("prompt_tokens", "new_tokens", "batch", "repeat"):
-            _require_int(f"train.selfgen.{key}", sg[key], 1)
+            require_int(f"train.selfgen.{key}", sg[key], 1)
     if t.threads is not None:
-        _require_int("train.threads", t.threads, 1, " or null")
+        require_int("train.threads", t.threads, 1, " or null")
     if t.max_files is not None:
-        _require_int("train.max_files", t.max_files, 1, " or null")
+        require_int("train.max_files", t.max_files, 1, " or null")
     if t.stop_at is not None:
-        _require_int("train.stop_at", t.stop_at, 1, " or null")
+        require_int("train.stop_at", t.stop_at, 1, " or null")
 
 
 def _optimizer(t: DictConfig) -> None:
@@ -118,27 +129,27 @@ def _optimizer(t: DictConfig) -> None:
     _positive("train.grad_clip", t.grad_clip, zero_ok=True)
     _positive("train.distill_temperature", t.distill_temperature)
     for key in ("min_lr_ratio", "distill_weight"):
-        if not _is_number(t[key]) or not 0 <= t[key] <= 1:
+        if not is_number(t[key]) or not 0 <= t[key] <= 1:
             raise ValueError(f"train.{key} must be a number in [0, 1], got {t[key]!r}")
     betas = list(t.betas) if not isinstance(t.betas, str) else None
-    if betas is None or len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas):
+    if betas is None or len(betas) != 2 or not all(is_number(b) and 0 <= b < 1 for b in betas):
         raise ValueError(f"train.betas must be two numbers in [0, 1), got {t.betas!r}")
 
 
 def _positions(t: DictConfig) -> None:
-    _require_int("train.max_anchors", t.max_anchors, 0)
+    require_int("train.max_anchors", t.max_anchors, 0)
     if t.max_offset is not None:
-        _require_int("train.max_offset", t.max_offset, 0, " or null")
-    _require_int("train.lag_min", t.lag_min, 1)
-    _require_int("train.lag_max", t.lag_max, t.lag_min, f" (train.lag_min={t.lag_min})")
+        require_int("train.max_offset", t.max_offset, 0, " or null")
+    require_int("train.lag_min", t.lag_min, 1)
+    require_int("train.lag_max", t.lag_max, t.lag_min, f" (train.lag_min={t.lag_min})")
 
 
 def _evaluation(ev: DictConfig) -> None:
     for key in ("every", "tau_prompts"):
-        _require_int(f"train.eval.{key}", ev[key], 0)
+        require_int(f"train.eval.{key}", ev[key], 0)
     for key in ("sequences", "batch", "lags"):
-        _require_int(f"train.eval.{key}", ev[key], 1)
+        require_int(f"train.eval.{key}", ev[key], 1)
     if ev.tau_prompts:
         for key in ("tau_prompt_tokens", "tau_new_tokens", "gamma"):
-            _require_int(f"train.eval.{key}", ev[key], 1)
-        _require_levels("train.eval.tree_shape", ev.tree_shape)
+            require_int(f"train.eval.{key}", ev[key], 1)
+        require_levels("train.eval.tree_shape", ev.tree_shape)

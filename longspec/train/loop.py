@@ -18,8 +18,9 @@ from longspec.build import resolve_device
 from longspec.data.prompts import special_prefix
 from longspec.loading import load_target, special_ids
 from longspec.models.draft_vocab import count_tokens
+from longspec.models.glide_io import load_glide
 from longspec.models.target import TargetModel
-from longspec.train.checkpoint import export_draft, load_checkpoint, save_checkpoint
+from longspec.train.checkpoint import export_draft, load_checkpoint, repo_path, save_checkpoint
 from longspec.train.checks import validate_train
 from longspec.train.data import TrainData, eval_sequences, tokenize_split
 from longspec.train.evaluate import (
@@ -38,7 +39,6 @@ from longspec.train.tracker import TrainTracker
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def lr_at(step: int, t: DictConfig) -> float:
@@ -63,10 +63,7 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 def resolve_save_path(path: str | None, work_dir: Path) -> Path:
     """null -> <work_dir>/final; a relative path is relative to the repository root."""
-    if path is None:
-        return work_dir / "final"
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
+    return work_dir / "final" if path is None else repo_path(path)
 
 
 class Trainer:
@@ -171,10 +168,17 @@ class Trainer:
         return state
 
     def _fresh_layer(self) -> None:
-        """A new GLIDE layer by train.init, its output projections calibrated if asked."""
+        """A new GLIDE layer: the draft of train.init_from (fine-tuning), else by train.init
+        with its output projections calibrated if asked."""
         t, ckpt = self.t, self.work_dir / "checkpoint"
         if ckpt.exists():
             log.warning("%s exists and resume=false: starting over", ckpt)
+        if t.get("init_from") is not None:
+            source = repo_path(t.init_from)
+            self.layer = load_glide(source, self.hf.config, torch.float32, self.device)
+            self.layer.train().requires_grad_(True)
+            log.info("init: the draft in %s", source)
+            return
         self.layer = init_glide(self.hf, t.init, t.seed, t.init_layer).to(self.device)
         if t.init != "random" and t.init_scale:
             ids = self.data.batch(0, t.micro_batch)  # (B, T)

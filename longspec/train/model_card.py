@@ -61,7 +61,7 @@ def _recipe(model_name: str, t: DictConfig, metrics: dict) -> list[str]:
     return [
         "## Recipe",
         "",
-        f"- init `{t.init}`, loss (1 - w) * CE + w * KL(target || draft) with w = "
+        f"- init {_init(t)}, loss (1 - w) * CE + w * KL(target || draft) with w = "
         f"{t.distill_weight}",
         f"- {t.steps} steps x {t.batch_size} sequences x {t.seq_len} tokens, AdamW lr {t.lr}, "
         f"cosine with {t.warmup_steps} warmup steps, grad clip {t.grad_clip}, seed {t.seed}",
@@ -72,6 +72,11 @@ def _recipe(model_name: str, t: DictConfig, metrics: dict) -> list[str]:
         "(full config in train_config.yaml)",
         "",
     ]
+
+
+def _init(t: DictConfig) -> str:
+    source = t.get("init_from")
+    return f"from the draft `{source}`" if source is not None else f"`{t.init}`"
 
 
 def _final(final: dict[str, Any]) -> list[str]:
