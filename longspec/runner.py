@@ -13,7 +13,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,22 +89,32 @@ def _run(cfg: DictConfig, out: Path, config: dict) -> int:
 
     target, tokenizer = _load_target(cfg)
     pad_id, eos_ids = special_ids(tokenizer, cfg.model)
-    gen = _generation(cfg, eos_ids)
+    job = Job(cfg, target, tokenizer, _generation(cfg, eos_ids), pad_id, out)
     samples = build(cfg.data).load(tokenizer, cfg.model.prompt_format, cfg.model.context)
-    samples, skipped = _fitting_samples(samples, cfg, gen)
+    samples, skipped = _fitting_samples(samples, cfg, job.gen)
     names = job_names()
     tracker = build(cfg.logger)
     tracker.start(config, names, out)
     try:
-        summary = _run_methods(
-            cfg, target, tokenizer, samples, skipped, gen, pad_id, out, names, tracker, config
-        )
+        summary = _run_methods(job, samples, skipped, names, tracker, config)
     except BaseException:
         tracker.finish(None, failed=True)
         raise
     tracker.finish(summary)
     print(one_line(summary))
     return 0
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every method of a job decodes with."""
+
+    cfg: DictConfig
+    target: TargetModel
+    tokenizer: PreTrainedTokenizerBase
+    gen: Generation
+    pad_id: int
+    out: Path  # the job dir; a baseline writes into out / "baseline"
 
 
 def _load_target(cfg: DictConfig) -> tuple[TargetModel, PreTrainedTokenizerBase]:
@@ -183,82 +193,93 @@ def build(node: DictConfig) -> Any:
 
 
 def _run_methods(
-    cfg, target, tokenizer, samples, skipped, gen, pad_id, out, names, tracker, config
+    job: Job,
+    samples: list[Sample],
+    skipped: list[Sample],
+    names: dict[str, str],
+    tracker: Any,
+    config: dict,
 ) -> dict:
     """Decode with cfg.decode (and cfg.baseline); write and return summary.json."""
     from longspec.build import build_strategy
 
+    cfg = job.cfg
     methods = {"": cfg.decode} | ({"baseline": cfg.baseline} if cfg.baseline else {})
     summaries = {}
     for sub, decode_cfg in methods.items():
-        strategy = build_strategy(decode_cfg, target, cfg)
-        records = decode_all(strategy, target, samples, gen, pad_id, cfg, out / sub, tokenizer)
+        strategy = build_strategy(decode_cfg, job.target, cfg)
+        records = decode_all(strategy, job, samples, job.out / sub)
         if not sub:
             for rec in records:
                 tracker.log_sample(rec)
         summaries[sub or "main"] = summarize(records, strategy)
     summary = {
         "model": cfg.model.name,
-        "decode": names.get("decode", decode_cfg.get("_target_")),
+        "decode": names.get("decode", cfg.decode.get("_target_")),
         "data": names.get("data"),
         **summaries["main"],
         "skipped": len(skipped),
-        **environment(target.device),
+        **environment(job.target.device),
         "config": config,
     }
     if "baseline" in summaries:
         summary["baseline"] = summaries["baseline"]
         summary["speedup"] = summary["tokens_per_s"] / summaries["baseline"]["tokens_per_s"]
-    info = read_json(out / JOB_INFO)
+    info = read_json(job.out / JOB_INFO)
     if isinstance(info, dict):  # GPUs, card, concurrent jobs, start (end: on job end)
         summary["job"] = info
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(job.out / "summary.json", summary)
     return summary
 
 
-def decode_all(
-    strategy: Any,
-    target: TargetModel,
-    samples: list[Sample],
-    gen: Generation,
-    pad_id: int,
-    cfg: DictConfig,
-    out: Path,
-    tokenizer: PreTrainedTokenizerBase,
-) -> list[dict]:
-    """Warm up, then decode samples in batches, appending one record per sample.
+def decode_all(strategy: Any, job: Job, samples: list[Sample], out: Path) -> list[dict]:
+    """Warm up, then decode samples in batches, appending one record per sample to
+    ``out``/results.jsonl.
 
     With ``cfg.resume`` the samples already in results.jsonl are kept and not decoded again
     (no warm-up either when none is left). Returns the records of ``samples``, in order.
     """
-    results = ResultsLog(out / "results.jsonl")
-    if cfg.resume:
-        results.repair()
-        done = results.finished_ids()
-    else:
-        results.path.unlink(missing_ok=True)
-        done = set()
+    cfg, target = job.cfg, job.target
+    results, done = _results_log(out / "results.jsonl", cfg.resume)
     todo = [s for s in samples if s.id not in done]
     if done and todo:
         log.info("resume: %d sample(s) done, %d to go in %s", len(done), len(todo), out)
-    vocab_size = getattr(target, "vocab_size", None)
     announce(strategy, [s.prompt_ids for s in todo])  # e.g. tree_shape=auto calibrates on them
     if cfg.warmup and todo:
-        warm_up(target, strategy, todo[: cfg.batch_size], todo, gen, pad_id)
+        warm_up(target, strategy, todo[: cfg.batch_size], todo, job.gen, job.pad_id)
     if target.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(target.device)
     # Batch numbers go on after those of a resumed run (summaries group timings by batch).
     first = 1 + max((r.get("batch", -1) for r in results.read() if r["id"] in done), default=-1)
     batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
     for index, batch in enumerate(tqdm(batches, desc="samples", unit="batch"), start=first):
-        timer = PhaseTimer(target.device)
-        with decode_guard(target, strategy, batch, gen, kept=results.path):
-            rows = strategy.generate(target, [s.prompt_ids for s in batch], gen, pad_id, timer)
-        for sample, row in zip(batch, rows, strict=True):
-            check_output_ids(row.output_ids, vocab_size, sample.id)
-            results.append(record(sample, row, timer, tokenizer, index, target))
+        _decode_batch(strategy, job, batch, index, results)
     by_id = {str(r["id"]): r for r in results.read()}
     return [by_id[s.id] for s in samples if s.id in by_id]
+
+
+def _results_log(path: Path, resume: bool) -> tuple[ResultsLog, set[str]]:
+    """The results file (repaired and kept on resume, else started afresh) and the ids of
+    the samples it already finished."""
+    results = ResultsLog(path)
+    if resume:
+        results.repair()
+        return results, results.finished_ids()
+    results.path.unlink(missing_ok=True)
+    return results, set()
+
+
+def _decode_batch(
+    strategy: Any, job: Job, batch: list[Sample], index: int, results: ResultsLog
+) -> None:
+    """Decode one batch under the decode guard; append a checked record per sample."""
+    target, timer = job.target, PhaseTimer(job.target.device)
+    with decode_guard(target, strategy, batch, job.gen, kept=results.path):
+        rows = strategy.generate(target, [s.prompt_ids for s in batch], job.gen, job.pad_id, timer)
+    vocab_size = getattr(target, "vocab_size", None)
+    for sample, row in zip(batch, rows, strict=True):
+        check_output_ids(row.output_ids, vocab_size, sample.id)
+        results.append(record(sample, row, timer, job.tokenizer, index, target))
 
 
 def warm_up(

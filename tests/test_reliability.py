@@ -40,7 +40,7 @@ from longspec.finite import check_finite
 from longspec.memory import kv_cache_bytes
 from longspec.results import ResultsLog
 from longspec.resume import config_diff
-from longspec.runner import decode_all, stop_on_signals
+from longspec.runner import Job, decode_all, stop_on_signals
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model=tiny_llama", "~decode@baseline"]
@@ -348,7 +348,8 @@ def decode(strategy, out: Path, n: int = 4, resume: bool = False, batch_size: in
     cfg = OmegaConf.create({"resume": resume, "warmup": True, "batch_size": batch_size})
     gen = Generation(max_new_tokens=1000, eos_ids=(1,))
     tokenizer = SimpleNamespace(decode=lambda ids, **kw: "text")
-    return decode_all(strategy, fake_target(), samples(n), gen, 0, cfg, out, tokenizer)
+    job = Job(cfg, fake_target(), tokenizer, gen, 0, out)
+    return decode_all(strategy, job, samples(n), out)
 
 
 def test_out_of_memory_names_sizes_and_what_to_lower(tmp_path: Path) -> None:
