@@ -51,18 +51,38 @@ def tune(
         target.graphs.clear()  # the probe's graphs and those of the timings
     accepted = mean_accepted(rounds, space.extensions)
     ranked = rank(accepted, costs, top=len(accepted))
-    laps = []
-    if policy.race > 1:
-        finals = finalists(ranked, policy.race)
-        share = max(-(-policy.race_tokens // len(groups)), 2)  # per group; >= 1 round
-        tokens = min(
-            race_length(share, group, calib, gen)
-            for group, calib in zip(groups, calib_groups, strict=True)
-        )
-        laps = race(strategy, target, calib_groups, gen, pad_id, finals, tokens)
+    laps = _race_finalists(strategy, target, groups, calib_groups, gen, pad_id, policy, ranked)
     result = report(ranked, laps, rounds, costs, groups, policy.race_margin) | {
         "tune_s": round(time.perf_counter() - started, 2)
     }
+    _log_choice(result, target, rounds.count, len(laps))
+    return result
+
+
+def _race_finalists(
+    strategy: TreeDecoding,
+    target: TargetModel,
+    groups: list[list[list[int]]],
+    calib_groups: list[list[list[int]]],
+    gen: Generation,
+    pad_id: int,
+    policy: AutoShape,
+    ranked: list[Choice],
+) -> list[Lap]:
+    """Laps of the policy.race best-ranked shapes on the calibration text (none when
+    policy.race <= 1), each run over as many tokens as every group can give."""
+    if policy.race <= 1:
+        return []
+    finals = finalists(ranked, policy.race)
+    share = max(-(-policy.race_tokens // len(groups)), 2)  # per group; >= 1 round
+    tokens = min(
+        race_length(share, group, calib, gen)
+        for group, calib in zip(groups, calib_groups, strict=True)
+    )
+    return race(strategy, target, calib_groups, gen, pad_id, finals, tokens)
+
+
+def _log_choice(result: dict, target: TargetModel, n_rounds: int, n_laps: int) -> None:
     log.info(
         "tree_shape=auto: %s for %d-token prompts on %s (expects %.2f tokens/round, "
         "%.1f tokens/s; %d calibration rounds over %d prompts, %d finalists raced; "
@@ -72,12 +92,11 @@ def tune(
         target.device,
         result["predicted_tokens_per_round"],
         result["predicted_tokens_per_s"],
-        rounds.count,
+        n_rounds,
         result["calibration_prompts"],
-        len(laps),
+        n_laps,
         result["tune_s"],
     )
-    return result
 
 
 def held_out(prompts: list[list[int]], tokens: int) -> list[list[int]]:
