@@ -428,41 +428,52 @@ def data(cfg: DictConfig) -> None:
     node = _get(cfg, "data")
     if not isinstance(node, DictConfig):
         raise ValueError("data is not set: pick a data=... option")
+    _data_counts(cfg, node)
+    if node.get("root") is not None:
+        readable_dir("data.root", node.root)
+    _data_choices(node)
+    if str(node.get("_target_", "")).endswith("LongBenchDataset"):
+        from longspec.data.longbench import TASKS
+
+        require_choice("data.task", node.get("task"), TASKS)
+    if node.get("dir") is not None:
+        _data_dir(node)
+    if node.get("path") is not None:
+        _check_jsonl("data.path", readable_file("data.path", node.path), node.get("_target_"))
+
+
+def _data_counts(cfg: DictConfig, node: DictConfig) -> None:
+    """data.num_samples >= 1 (or null); data.prompt_tokens fits the context with the new
+    tokens."""
     num = node.get("num_samples")
     if num is not None:
         require_int("data.num_samples", num, 1, " or null (all)")
     tokens = node.get("prompt_tokens")
-    if tokens is not None:
-        require_int("data.prompt_tokens", tokens, 1)
-        context = _get(cfg, "model.context")
-        budget = context - cfg.generation.max_new_tokens if is_int(context) else None
-        if budget is not None and tokens > budget:
-            raise ValueError(
-                f"data.prompt_tokens={tokens} does not fit: model.context={context} - "
-                f"generation.max_new_tokens={cfg.generation.max_new_tokens} leaves {budget}"
-            )
-    if node.get("root") is not None:
-        readable_dir("data.root", node.root)
-    _data_choices(node)
-    target = str(node.get("_target_", ""))
-    if target.endswith("LongBenchDataset"):
-        from longspec.data.longbench import TASKS
+    if tokens is None:
+        return
+    require_int("data.prompt_tokens", tokens, 1)
+    context = _get(cfg, "model.context")
+    budget = context - cfg.generation.max_new_tokens if is_int(context) else None
+    if budget is not None and tokens > budget:
+        raise ValueError(
+            f"data.prompt_tokens={tokens} does not fit: model.context={context} - "
+            f"generation.max_new_tokens={cfg.generation.max_new_tokens} leaves {budget}"
+        )
 
-        if node.get("task") not in TASKS:
-            raise ValueError(f"data.task={node.get('task')} is not one of {', '.join(TASKS)}")
-    if node.get("dir") is not None:
-        folder = readable_dir("data.dir", node.dir)
-        if node.get("task") is not None:
-            task_file = folder / f"{node.task}.jsonl"
-            if not task_file.exists():
-                raise ValueError(
-                    f"data.dir={node.dir} has no {task_file.name} (data.task={node.task}); "
-                    f"write it with: python -m longspec.data.convert_longbench --task "
-                    f"{node.task} --out {node.dir}"
-                )
-            _check_jsonl("data.dir", readable_file("data.dir", task_file))
-    if node.get("path") is not None:
-        _check_jsonl("data.path", readable_file("data.path", node.path), node.get("_target_"))
+
+def _data_dir(node: DictConfig) -> None:
+    """data.dir is readable and holds the task's jsonl (with the command that writes it)."""
+    folder = readable_dir("data.dir", node.dir)
+    if node.get("task") is None:
+        return
+    task_file = folder / f"{node.task}.jsonl"
+    if not task_file.exists():
+        raise ValueError(
+            f"data.dir={node.dir} has no {task_file.name} (data.task={node.task}); "
+            f"write it with: python -m longspec.data.convert_longbench --task "
+            f"{node.task} --out {node.dir}"
+        )
+    _check_jsonl("data.dir", readable_file("data.dir", task_file))
 
 
 def _data_choices(node: DictConfig) -> None:
