@@ -24,6 +24,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from longspec.resolvers import register_resolvers
+
 log = logging.getLogger(__name__)
 
 ERROR_FILE = "error.txt"
@@ -130,3 +132,8 @@ class AggregateOnMultirunEnd(Callback):
             len(report.failures),
             sweep_dir / "summary.md",
         )
+
+
+# Hydra imports this module for its callbacks before it resolves the launcher's settings
+# (``${longspec.gpu_slots:K}``), also in apps that never call longspec.config.register().
+register_resolvers()

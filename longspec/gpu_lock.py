@@ -4,7 +4,8 @@
   (an ``fcntl`` lock file per GPU under the sweep dir) and set ``CUDA_VISIBLE_DEVICES``
   before anything initialises CUDA; record placement and wall-clock span in
   ``<job_dir>/job_info.json`` (also under ``job`` in the job's summary.json).
-- ``${longspec.gpu_slots:K}`` (registered on import): how many jobs of K GPUs fit this node.
+- ``${longspec.gpu_slots:K}`` (registered by ``longspec.resolvers``): how many jobs of K GPUs
+  fit this node.
 
 Why joblib + locks rather than a scheduler: the joblib launcher already queues jobs over
 ``n_jobs`` worker processes (one per GPU slot); the lock only decides *which* GPU a worker
@@ -36,6 +37,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from longspec.callbacks import is_multirun, job_dir_of, sweep_dir_of
+from longspec.resolvers import register_resolvers
 from longspec.results import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -93,12 +95,6 @@ def gpu_slots(gpu_ids: Sequence[str], gpus_per_job: int) -> list[tuple[str, ...]
 def num_slots(gpus_per_job: int | str = 1) -> int:
     """How many jobs run at once (OmegaConf resolver ``longspec.gpu_slots``); 1 without GPUs."""
     return max(1, len(gpu_slots(discover_gpus(), int(gpus_per_job))))
-
-
-def register_resolvers() -> None:
-    """``${longspec.gpu_slots:K}``: jobs that fit this node at K GPUs each."""
-    if not OmegaConf.has_resolver("longspec.gpu_slots"):
-        OmegaConf.register_new_resolver("longspec.gpu_slots", num_slots)
 
 
 def lock_path(lock_dir: Path, gpu_id: str) -> Path:
@@ -308,4 +304,6 @@ def _read_info(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+# Hydra imports this module for its callbacks before it resolves the launcher's settings
+# (``${longspec.gpu_slots:K}``), also in apps that never call longspec.config.register().
 register_resolvers()

@@ -19,6 +19,17 @@ def on_device(device: str, gpu_value: Any, cpu_value: Any) -> Any:
     return value
 
 
+def gpu_slots(gpus_per_job: int | str = 1) -> int:
+    """``${longspec.gpu_slots:K}``: how many jobs of K GPUs each fit this node (1 without
+    GPUs); the launcher's worker count."""
+    from longspec.gpu_lock import num_slots  # nvidia-smi and locks: only when resolved
+
+    return num_slots(gpus_per_job)
+
+
 def register_resolvers() -> None:
+    """The resolvers the configs use (run.py, train.py and the benches call this first)."""
     if not OmegaConf.has_resolver("on_device"):
         OmegaConf.register_new_resolver("on_device", on_device)
+    if not OmegaConf.has_resolver("longspec.gpu_slots"):
+        OmegaConf.register_new_resolver("longspec.gpu_slots", gpu_slots)

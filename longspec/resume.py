@@ -16,6 +16,8 @@ from longspec.results import read_json
 RUN_CONFIG = "run_config.json"  # the job's resolved, redacted config, written at its start
 # Settings a resumed run may change: they do not change what a finished sample contains.
 RESUME_FREE = ("resume", "warmup", "logger", "batch_size", "data.num_samples", "resources")
+# Settings a finished run is reported again under: they change neither its samples nor timings.
+FINISHED_FREE = ("resume", "logger")
 
 
 def saved_config(cfg: DictConfig) -> dict:
@@ -69,6 +71,6 @@ def finished_summary(out: Path, config: dict) -> dict | None:
     summary = read_json(out / "summary.json")
     if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
         return None
-    if config_diff(summary["config"], config, ignore=("resume",)):
+    if config_diff(summary["config"], config, ignore=FINISHED_FREE):
         return None
     return summary

@@ -139,14 +139,20 @@ def console_settings(quiet: bool) -> dict[str, Any]:
     return {"quiet": True} if quiet else {}
 
 
+ONLINE_MODES = ("online", "run", "shared")  # W&B modes that sync as the run goes
+OFFLINE_MODES = ("offline", "dryrun")  # modes that write a run dir for ``wandb sync``
+
+
 def where_line(run: Any) -> str | None:
-    """One line naming where a run went: its URL when synced, else its local directory
-    and the command that uploads it; None when the run does not say."""
+    """One line naming where a run went: its URL when it syncs, its local directory and the
+    command that uploads it when offline; None otherwise (disabled, or the run does not
+    say)."""
     settings = getattr(run, "settings", None)
-    if getattr(settings, "mode", None) == "online" and getattr(run, "url", None):
+    mode = getattr(settings, "mode", None)
+    if mode in ONLINE_MODES and getattr(run, "url", None):
         return f"W&B run: {run.url}"
     sync_dir = getattr(settings, "sync_dir", None)
-    if sync_dir:
+    if mode in OFFLINE_MODES and sync_dir:
         return f"W&B offline run: {sync_dir} (upload: wandb sync {sync_dir})"
     return None
 

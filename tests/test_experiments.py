@@ -12,7 +12,6 @@ from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-import longspec.gpu_lock  # noqa: F401  (registers the longspec.gpu_slots resolver)
 from longspec.config import register
 from longspec.dryrun import compose_jobs, list_jobs, main
 

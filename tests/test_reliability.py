@@ -296,6 +296,19 @@ def test_resumed_sweep_skips_finished_jobs(tmp_path: Path, cache: Path) -> None:
     assert (sweep / "0" / "summary.json").stat().st_mtime_ns == mtime
 
 
+def test_finished_run_is_found_under_another_logger(tmp_path: Path) -> None:
+    """A finished run is reported again whatever the logger (it changes neither samples nor
+    timings), but not when a setting that shapes results changed."""
+    from longspec.resume import finished_summary
+
+    config = {"model": {"name": "m"}, "logger": {"_target_": "NoLogger"}, "data": {"n": 2}}
+    summary = {"tau": 2.0, "config": config}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    wandb = {**config, "logger": {"_target_": "WandbLogger", "quiet": True}, "resume": True}
+    assert finished_summary(tmp_path, wandb) == summary
+    assert finished_summary(tmp_path, {**config, "data": {"n": 3}}) is None
+
+
 # ---------------------------------------------------------------------------------------------
 # Faults inside the runner (fake strategy and target: fast, no model)
 

@@ -187,6 +187,12 @@ def test_where_line_names_the_url_or_the_offline_dir() -> None:
     run_dir = "/j/wandb/offline-run-x"
     assert where_line(offline) == f"W&B offline run: {run_dir} (upload: wandb sync {run_dir})"
     assert where_line(FakeRun()) is None
+    disabled = SimpleNamespace(url=None, settings=SimpleNamespace(
+        mode="disabled", sync_dir="/tmp/wandb/run-x"))  # fmt: skip
+    assert where_line(disabled) is None  # W&B off: no run dir to name
+    shared = SimpleNamespace(url="https://wandb.ai/u/p/runs/y", settings=SimpleNamespace(
+        mode="shared", sync_dir="/j/wandb/run-y"))  # fmt: skip
+    assert where_line(shared) == "W&B run: https://wandb.ai/u/p/runs/y"
 
 
 def test_wandb_logger_failed_job_finishes_with_exit_code_1(tmp_path: Path) -> None:

@@ -195,6 +195,8 @@ def test_train_configs_compose(conf_dir, train_name):
         ("train.eval.sequences=0", "train.eval.sequences"),
         ("resume=true", "resume=true but"),
         ("train.init_from=/no/such/draft", "train.init_from=/no/such/draft does not exist"),
+        ("train.init_from=5", "train.init_from must be a draft directory"),
+        ("train.init_from=conf", "conf/config.json does not exist"),
     ],
 )
 def test_train_rejects_bad_settings_before_loading(conf_dir, tmp_path, override, named):
@@ -343,6 +345,30 @@ def test_init_from_a_draft_starts_from_its_weights(
         assert torch.equal(got[key], value), key
     assert all(p.requires_grad for p in trainer.layer.parameters())
     assert f"init from the draft `{source}`" in model_card("tiny_llama", cfg, {})
+
+
+def test_init_from_refuses_weightless_dirs_and_its_own_save_path(conf_dir, tmp_path):
+    """train.init_from needs weights beside config.json and must not be the export's own
+    directory; with both right it passes."""
+    from hydra import compose, initialize_config_dir
+
+    from longspec.train.checks import validate_train
+
+    draft = tmp_path / "draft"
+    draft.mkdir()
+    (draft / "config.json").write_text("{}")
+
+    def cfg_with(*extra: str):
+        overrides = _overrides(tmp_path / "w", f"train.init_from={draft}", *extra)
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            return compose("train_config", overrides=overrides)
+
+    with pytest.raises(ValueError, match=re.escape("holds no *.safetensors or *.bin weights")):
+        validate_train(cfg_with())
+    (draft / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="the export would overwrite the draft it starts from"):
+        validate_train(cfg_with(f"train.save_path={draft}"))
+    validate_train(cfg_with(f"train.save_path={tmp_path / 'out'}"))
 
 
 def test_selfgen_rows_end_with_continuations(tiny_llama, tiny_cache, monkeypatch):

@@ -39,9 +39,8 @@ def validate_train(cfg: DictConfig) -> None:
             "train.max_offset=null needs model.context (offsets go to context - seq_len)"
         )
     _evaluation(t.eval)
-    if t.get("init_from") is not None:
-        source = readable_dir("train.init_from", repo_path(t.init_from))
-        readable_file("train.init_from", source / "config.json")
+    if t.get("init_from") is not None and not cfg.resume:  # a resume loads its checkpoint
+        _init_from(t)
     if cfg.resume:
         ckpt = Path(str(t.work_dir)).expanduser() / "checkpoint"
         if not ckpt.is_dir():
@@ -77,6 +76,22 @@ def _same_run(cfg: DictConfig, ckpt: Path) -> None:
                 f"resume=true but train.{key}={now} differs from the checkpoint's {before} "
                 f"({saved_file}): resume with the same settings, or resume=false to start over"
             )
+
+
+def _init_from(t: DictConfig) -> None:
+    """train.init_from is a draft dir (config.json and weights) that the export will not
+    overwrite."""
+    if not isinstance(t.init_from, str):
+        raise ValueError(f"train.init_from must be a draft directory, got {t.init_from!r}")
+    source = readable_dir("train.init_from", repo_path(t.init_from))
+    readable_file("train.init_from", source / "config.json")
+    if not any(source.glob("*.safetensors")) and not any(source.glob("*.bin")):
+        raise ValueError(f"train.init_from={t.init_from} holds no *.safetensors or *.bin weights")
+    if t.save_path is not None and repo_path(t.save_path).resolve() == source.resolve():
+        raise ValueError(
+            f"train.init_from={t.init_from} is also train.save_path: the export would "
+            "overwrite the draft it starts from; set train.save_path to another directory"
+        )
 
 
 def _plain(value: Any) -> Any:
