@@ -11,7 +11,9 @@ CPU_INDEX=https://download.pytorch.org/whl/cpu
 # else from PyTorch's CPU index; macOS has no +cpu build (its default build is the CPU one).
 install_cpu_torch() {
   "$PY" -m pip install -q "torch==$TORCH+cpu" 2>/dev/null && return
+  echo "install.sh: torch $TORCH+cpu is not in pip's sources; trying $CPU_INDEX" >&2
   "$PY" -m pip install -q "torch==$TORCH+cpu" --extra-index-url "$CPU_INDEX" 2>/dev/null && return
+  echo "install.sh: no +cpu build there either; installing torch==$TORCH" >&2
   "$PY" -m pip install -q "torch==$TORCH"
 }
 
