@@ -191,6 +191,7 @@ def test_train_configs_compose(conf_dir, train_name):
         ("train.betas=[0.9]", "train.betas"),
         ("train.lag_max=0", "train.lag_max"),
         ("train.selfgen.batch=0", "train.selfgen.batch"),
+        ("train.selfgen.fast_path=yes", "train.selfgen.fast_path must be true or false"),
         ("train.eval.tree_shape=[2,0]", "train.eval.tree_shape"),
         ("train.eval.sequences=0", "train.eval.sequences"),
         ("resume=true", "resume=true but"),
@@ -377,6 +378,7 @@ def test_selfgen_rows_end_with_continuations(tiny_llama, tiny_cache, monkeypatch
     from longspec.decoding.loop import generate
     from longspec.decoding.sampling import Generation
     from longspec.decoding.vanilla import Vanilla
+    from longspec.train.loop import decode_target
     from longspec.train.selfgen import selfgen_sequences, window_starts
 
     monkeypatch.setenv("LONGSPEC_CACHE", str(tiny_cache))
@@ -398,5 +400,11 @@ def test_selfgen_rows_end_with_continuations(tiny_llama, tiny_cache, monkeypatch
         assert row[-8:].tolist() == out.output_ids
     again, _ = selfgen_sequences(target, stream, [1], **kw)  # from the cache
     assert torch.equal(rows, again)
+    # train.selfgen.fast_path: the decode target makes its own cache entry; in float32 on a
+    # CPU (no CUDA graphs) its greedy continuations are the same ids
+    cached = set((tiny_cache / "train_gen").glob("*.pt"))
+    fast, _ = selfgen_sequences(decode_target(hf), stream, [1], **kw, tag="fast-path")
+    added = set((tiny_cache / "train_gen").glob("*.pt")) - cached
+    assert torch.equal(fast, rows) and len(added) == 1
     with pytest.raises(ValueError, match="too short"):
         window_starts(20, 1, 15, 10, seed=0)

@@ -127,6 +127,8 @@ def _sizes(t: DictConfig) -> None:
     require_int("train.warmup_steps", t.warmup_steps, 0)
     sg = t.selfgen
     require_int("train.selfgen.n", sg.n, 0)
+    if not isinstance(sg.get("fast_path", False), bool):
+        raise ValueError(f"train.selfgen.fast_path must be true or false, got {sg.fast_path!r}")
     if sg.n:
         for key in ("prompt_tokens", "new_tokens", "batch", "repeat"):
             require_int(f"train.selfgen.{key}", sg[key], 1)

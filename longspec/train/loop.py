@@ -213,8 +213,9 @@ class Trainer:
         from longspec.train.selfgen import selfgen_sequences
 
         t, g = self.t, self.t.selfgen
+        fast = bool(g.get("fast_path", False))
         rows, generated = selfgen_sequences(
-            self.target,
+            decode_target(self.hf) if fast else self.target,
             torch.cat(pieces),
             special_prefix(self.tokenizer),
             model_name=self.cfg.model.name,
@@ -226,6 +227,7 @@ class Trainer:
             batch=g.batch,
             seed=t.seed,
             seq_len=t.seq_len,
+            tag="fast-path" if fast else None,
         )
         return (rows.repeat(int(g.repeat), 1) if g.repeat > 1 else rows), generated
 

@@ -101,12 +101,15 @@ def selfgen_sequences(
     batch: int,
     seed: int,
     seq_len: int,
+    tag: str | None = None,
 ) -> tuple[Tensor, int]:
     """(n, seq_len) training sequences ending with the target's greedy continuations of
-    train-stream prompts, and the number of generated ids; cached (see module doc)."""
+    train-stream prompts, and the number of generated ids; cached (see module doc). ``tag``
+    names how ``target`` runs when that changes its outputs (its cache entry is apart)."""
     window = prompt_tokens - len(prefix)
     body = seq_len - len(prefix)
-    path = _cache_path(stream, [model_name, n, prompt_tokens, new_tokens, seed, prefix])
+    settings = [model_name, n, prompt_tokens, new_tokens, seed, prefix]
+    path = _cache_path(stream, settings + ([tag] if tag else []))
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         starts = saved["starts"].tolist()
