@@ -134,6 +134,7 @@ class AggregateOnMultirunEnd(Callback):
         )
 
 
-# Hydra imports this module for its callbacks before it resolves the launcher's settings
-# (``${longspec.gpu_slots:K}``), also in apps that never call longspec.config.register().
+# Hydra imports this module (also through longspec.gpu_lock) for its callbacks before it
+# resolves the launcher's settings (``${longspec.gpu_slots:K}``), also in apps that never
+# call longspec.config.register().
 register_resolvers()

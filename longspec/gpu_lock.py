@@ -37,7 +37,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from longspec.callbacks import is_multirun, job_dir_of, sweep_dir_of
-from longspec.resolvers import register_resolvers
 from longspec.results import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -302,8 +301,3 @@ def _read_info(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-# Hydra imports this module for its callbacks before it resolves the launcher's settings
-# (``${longspec.gpu_slots:K}``), also in apps that never call longspec.config.register().
-register_resolvers()

@@ -348,6 +348,23 @@ def test_init_from_a_draft_starts_from_its_weights(
     assert f"init from the draft `{source}`" in model_card("tiny_llama", cfg, {})
 
 
+def test_draft_loads_from_pytorch_bin_weights(tmp_path, tiny_llama):
+    """A draft dir with *.bin weights instead of safetensors loads (weights-only unpickling)
+    to the same tensors; weight_files names what the checks and the loader read."""
+    from longspec.models.glide_io import save_glide, weight_files
+
+    hf, _ = tiny_llama
+    layer = random_glide(hf.config, 7, torch.float32, "cpu")
+    save_glide(layer, tmp_path, hf.config)
+    (st,) = weight_files(tmp_path)
+    torch.save(load_file(st), tmp_path / "pytorch_model.bin")
+    st.unlink()
+    assert weight_files(tmp_path) == [tmp_path / "pytorch_model.bin"]
+    loaded = load_glide(tmp_path, hf.config, torch.float32, "cpu").state_dict()
+    for key, value in layer.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+
+
 def test_init_from_refuses_weightless_dirs_and_its_own_save_path(conf_dir, tmp_path):
     """train.init_from needs weights beside config.json and must not be the export's own
     directory; with both right it passes."""

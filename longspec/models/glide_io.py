@@ -44,20 +44,23 @@ def check_fits(
             )
 
 
+def weight_files(path: Path) -> list[Path]:
+    """A checkpoint dir's weight files: its *.safetensors (one or sharded), else its *.bin;
+    empty when it holds neither."""
+    return sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+
+
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint dir: model.safetensors, sharded safetensors, or .bin."""
-    files = sorted(path.glob("*.safetensors"))
-    if files:
-        state: dict[str, torch.Tensor] = {}
-        for f in files:
-            state.update(load_file(f))
-        return state
-    bins = sorted(path.glob("*.bin"))
-    if not bins:
+    files = weight_files(path)
+    if not files:
         raise DraftMismatchError(f"draft {path} holds no *.safetensors or *.bin weights")
-    state = {}
-    for f in bins:  # pickle only through the weights-only loader: no code runs
-        state.update(torch.load(f, map_location="cpu", weights_only=True))
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        if f.suffix == ".safetensors":
+            state.update(load_file(f))
+        else:  # pickle only through the weights-only loader: no code runs
+            state.update(torch.load(f, map_location="cpu", weights_only=True))
     return state
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from longspec.models.glide_io import weight_files
 from longspec.rules import (
     is_number,
     readable_dir,
@@ -17,12 +18,12 @@ from longspec.rules import (
     require_levels,
 )
 from longspec.train.checkpoint import repo_path
+from longspec.train.init import INIT_MODES
 from longspec.validate import validate
 
 TARGET_DTYPES = ("auto", "float32", "float16", "bfloat16")
 AMP_DTYPES = ("auto", "bfloat16", "float16", "none")
 SAVE_DTYPES = ("float32", "float16", "bfloat16")
-INITS = ("last_layer", "first_last", "random")
 
 
 def validate_train(cfg: DictConfig) -> None:
@@ -85,7 +86,7 @@ def _init_from(t: DictConfig) -> None:
         raise ValueError(f"train.init_from must be a draft directory, got {t.init_from!r}")
     source = readable_dir("train.init_from", repo_path(t.init_from))
     readable_file("train.init_from", source / "config.json")
-    if not any(source.glob("*.safetensors")) and not any(source.glob("*.bin")):
+    if not weight_files(source):
         raise ValueError(f"train.init_from={t.init_from} holds no *.safetensors or *.bin weights")
     if t.save_path is not None and repo_path(t.save_path).resolve() == source.resolve():
         raise ValueError(
@@ -112,7 +113,7 @@ def _choices(t: DictConfig) -> None:
     require_choice("train.target_dtype", t.target_dtype, TARGET_DTYPES)
     require_choice("train.amp", t.amp, AMP_DTYPES)
     require_choice("train.save_dtype", t.save_dtype, SAVE_DTYPES)
-    require_choice("train.init", t.init, INITS)
+    require_choice("train.init", t.init, INIT_MODES)
 
 
 def _sizes(t: DictConfig) -> None:
